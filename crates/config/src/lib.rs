@@ -1,0 +1,420 @@
+//! Typed configuration: clap argument groups that read flags or environment variables,
+//! with documented defaults, loaded once in `main` and passed down explicitly.
+//!
+//! Secrets (database URLs carry passwords) live in types whose `Debug` never prints
+//! them. A bad value fails at startup with one line naming the flag and the variable.
+
+mod pg;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+pub use pg::PgUrl;
+use secrecy::{ExposeSecret, SecretString};
+
+/// How logs are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable, coloured when stdout is a terminal.
+    #[default]
+    Pretty,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// Logging, tracing export and the admin HTTP port (Prometheus `/metrics`).
+#[derive(Args, Clone, Debug)]
+pub struct TelemetryArgs {
+    /// Log format.
+    #[arg(long, env = "FERROBANK_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty, global = true)]
+    pub log_format: LogFormat,
+    /// Log filter in `tracing_subscriber::EnvFilter` syntax.
+    #[arg(long, env = "RUST_LOG", default_value = "info", global = true)]
+    pub log_filter: String,
+    /// OTLP/gRPC endpoint for traces and metrics; export is off when unset.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", global = true)]
+    pub otlp_endpoint: Option<url::Url>,
+    /// `service.name` reported to OpenTelemetry.
+    #[arg(
+        long,
+        env = "OTEL_SERVICE_NAME",
+        default_value = "ferrobank",
+        global = true
+    )]
+    pub service_name: String,
+    /// Admin HTTP listener: `/metrics`, `/healthz`. Port 0 picks a free port.
+    #[arg(
+        long,
+        env = "FERROBANK_ADMIN_ADDR",
+        default_value = "127.0.0.1:9464",
+        global = true
+    )]
+    pub admin_addr: SocketAddr,
+}
+
+/// What reporting reads do when the replica cannot be reached.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum ReportingFallback {
+    /// Read from the primary pool instead (and say so in the response).
+    #[default]
+    Primary,
+    /// Answer UNAVAILABLE with reason REPLICA_UNAVAILABLE.
+    Unavailable,
+}
+
+/// One Postgres pool.
+#[derive(Clone, Debug)]
+pub struct PoolSettings {
+    /// Where to connect (may be a transaction-mode pooler).
+    pub url: PgUrl,
+    /// `application_name`, so `pg_stat_activity` tells the pools apart.
+    pub application_name: String,
+    /// Upper bound on connections.
+    pub max_size: usize,
+    /// Use named prepared statements cached per connection. Must be off behind a
+    /// transaction-mode pooler such as PgBouncer, which breaks them.
+    pub statement_cache: bool,
+    /// How long to wait for a new connection before the pool answers UNAVAILABLE.
+    pub connect_timeout: Duration,
+}
+
+/// A service's database settings: the primary pool, the direct URL for migrations,
+/// advisory locks and LISTEN, and (for the ledger) the reporting pool.
+#[derive(Clone, Debug)]
+pub struct DatabaseSettings {
+    /// The primary pool.
+    pub primary: PoolSettings,
+    /// Bypasses any pooler; migrations, advisory locks and LISTEN use it.
+    pub direct_url: PgUrl,
+    /// The reporting pool (a streaming replica), when the service has one.
+    pub reporting: Option<PoolSettings>,
+    /// What reporting reads do when the replica is down.
+    pub reporting_fallback: ReportingFallback,
+}
+
+/// Settings shared by every database a process opens.
+#[derive(Args, Clone, Debug)]
+pub struct PoolArgs {
+    /// Maximum connections per pool.
+    #[arg(
+        long,
+        env = "FERROBANK_DB_POOL_SIZE",
+        default_value_t = 16,
+        global = true
+    )]
+    pub db_pool_size: usize,
+    /// Named prepared statements cached per connection; turn off behind PgBouncer in
+    /// transaction mode.
+    #[arg(long, env = "FERROBANK_DB_STATEMENT_CACHE", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    pub db_statement_cache: bool,
+    /// Seconds to wait for a database connection before answering UNAVAILABLE.
+    #[arg(
+        long,
+        env = "FERROBANK_DB_CONNECT_TIMEOUT_SECS",
+        default_value_t = 3,
+        global = true
+    )]
+    pub db_connect_timeout_secs: u64,
+}
+
+impl PoolArgs {
+    fn pool(&self, url: PgUrl, application_name: &str) -> PoolSettings {
+        PoolSettings {
+            url,
+            application_name: application_name.to_owned(),
+            max_size: self.db_pool_size,
+            statement_cache: self.db_statement_cache,
+            connect_timeout: Duration::from_secs(self.db_connect_timeout_secs),
+        }
+    }
+}
+
+/// Identity's database.
+#[derive(Args, Clone, Debug)]
+pub struct IdentityDbArgs {
+    /// Identity database (may point at PgBouncer).
+    #[arg(long, env = "IDENTITY_DATABASE_URL")]
+    pub identity_database_url: PgUrl,
+    /// Identity database bypassing any pooler; defaults to IDENTITY_DATABASE_URL.
+    #[arg(long, env = "IDENTITY_DATABASE_URL_DIRECT")]
+    pub identity_database_url_direct: Option<PgUrl>,
+}
+
+impl IdentityDbArgs {
+    /// The identity service's database settings.
+    pub fn settings(&self, pool: &PoolArgs) -> DatabaseSettings {
+        DatabaseSettings {
+            primary: pool.pool(self.identity_database_url.clone(), "identity"),
+            direct_url: direct(
+                &self.identity_database_url_direct,
+                &self.identity_database_url,
+            ),
+            reporting: None,
+            reporting_fallback: ReportingFallback::Primary,
+        }
+    }
+}
+
+/// The ledger's databases: primary, direct and the reporting replica.
+#[derive(Args, Clone, Debug)]
+pub struct LedgerDbArgs {
+    /// Ledger database (may point at PgBouncer).
+    #[arg(long, env = "LEDGER_DATABASE_URL")]
+    pub ledger_database_url: PgUrl,
+    /// Ledger database bypassing any pooler; defaults to LEDGER_DATABASE_URL.
+    #[arg(long, env = "LEDGER_DATABASE_URL_DIRECT")]
+    pub ledger_database_url_direct: Option<PgUrl>,
+    /// Reporting replica of the ledger database; reporting reads use the primary when
+    /// unset.
+    #[arg(long, env = "LEDGER_REPORTING_DATABASE_URL")]
+    pub ledger_reporting_database_url: Option<PgUrl>,
+    /// What reporting reads do when the replica is down.
+    #[arg(long, env = "LEDGER_REPORTING_FALLBACK", value_enum, default_value_t = ReportingFallback::Primary)]
+    pub ledger_reporting_fallback: ReportingFallback,
+}
+
+impl LedgerDbArgs {
+    /// The ledger's database settings.
+    pub fn settings(&self, pool: &PoolArgs) -> DatabaseSettings {
+        DatabaseSettings {
+            primary: pool.pool(self.ledger_database_url.clone(), "ledger"),
+            direct_url: direct(&self.ledger_database_url_direct, &self.ledger_database_url),
+            reporting: self
+                .ledger_reporting_database_url
+                .clone()
+                .map(|url| pool.pool(url, "ledger-reporting")),
+            reporting_fallback: self.ledger_reporting_fallback,
+        }
+    }
+}
+
+/// Payments' database.
+#[derive(Args, Clone, Debug)]
+pub struct PaymentsDbArgs {
+    /// Payments database (may point at PgBouncer).
+    #[arg(long, env = "PAYMENTS_DATABASE_URL")]
+    pub payments_database_url: PgUrl,
+    /// Payments database bypassing any pooler; defaults to PAYMENTS_DATABASE_URL.
+    #[arg(long, env = "PAYMENTS_DATABASE_URL_DIRECT")]
+    pub payments_database_url_direct: Option<PgUrl>,
+}
+
+impl PaymentsDbArgs {
+    /// The payments service's database settings.
+    pub fn settings(&self, pool: &PoolArgs) -> DatabaseSettings {
+        DatabaseSettings {
+            primary: pool.pool(self.payments_database_url.clone(), "payments"),
+            direct_url: direct(
+                &self.payments_database_url_direct,
+                &self.payments_database_url,
+            ),
+            reporting: None,
+            reporting_fallback: ReportingFallback::Primary,
+        }
+    }
+}
+
+fn direct(direct: &Option<PgUrl>, fallback: &PgUrl) -> PgUrl {
+    direct.clone().unwrap_or_else(|| fallback.clone())
+}
+
+/// Redis, used for rate limits, idempotency, revocation and caching.
+#[derive(Args, Clone, Debug)]
+pub struct RedisArgs {
+    /// Redis URL (`redis://127.0.0.1:6379/`); may carry a password.
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: RedisUrl,
+}
+
+/// A Redis URL; `Debug` hides any password.
+#[derive(Clone)]
+pub struct RedisUrl(SecretString);
+
+impl RedisUrl {
+    /// The URL, password included; pass it to the client, never to a log.
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+}
+
+impl std::fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match url::Url::parse(self.0.expose_secret()) {
+            Ok(url) => write!(
+                f,
+                "RedisUrl({}://{}:{})",
+                url.scheme(),
+                url.host_str().unwrap_or(""),
+                url.port().unwrap_or(6379)
+            ),
+            Err(_) => f.write_str("RedisUrl(<invalid>)"),
+        }
+    }
+}
+
+impl std::str::FromStr for RedisUrl {
+    type Err = String;
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        parse_redis_url(value)
+    }
+}
+
+fn parse_redis_url(value: &str) -> Result<RedisUrl, String> {
+    let url = url::Url::parse(value).map_err(|e| format!("not a URL: {e}"))?;
+    if !matches!(url.scheme(), "redis" | "rediss" | "redis+unix" | "unix") {
+        return Err(format!(
+            "scheme must be redis:// or rediss://, not {}://",
+            url.scheme()
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) && !url.scheme().contains("unix") {
+        return Err("missing host".to_owned());
+    }
+    Ok(RedisUrl(SecretString::from(value.to_owned())))
+}
+
+/// Where each service of `ferrobank all` listens, the gateway first.
+#[derive(Args, Clone, Debug)]
+pub struct ListenArgs {
+    /// The gateway: the one public port.
+    #[arg(
+        long,
+        env = "FERROBANK_GATEWAY_ADDR",
+        default_value = "127.0.0.1:50051"
+    )]
+    pub gateway_addr: SocketAddr,
+    /// The identity service.
+    #[arg(
+        long,
+        env = "FERROBANK_IDENTITY_ADDR",
+        default_value = "127.0.0.1:50052"
+    )]
+    pub identity_addr: SocketAddr,
+    /// The ledger service (and reporting).
+    #[arg(long, env = "FERROBANK_LEDGER_ADDR", default_value = "127.0.0.1:50053")]
+    pub ledger_addr: SocketAddr,
+    /// The payments service.
+    #[arg(
+        long,
+        env = "FERROBANK_PAYMENTS_ADDR",
+        default_value = "127.0.0.1:50054"
+    )]
+    pub payments_addr: SocketAddr,
+}
+
+/// Where the gateway finds each upstream service.
+#[derive(Args, Clone, Debug)]
+pub struct UpstreamArgs {
+    /// Identity upstream(s), comma-separated URIs.
+    #[arg(
+        long,
+        env = "FERROBANK_IDENTITY_UPSTREAM",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:50052"
+    )]
+    pub identity_upstream: Vec<http_uri::Uri>,
+    /// Ledger upstream(s), comma-separated URIs; reporting is served there too.
+    #[arg(
+        long,
+        env = "FERROBANK_LEDGER_UPSTREAM",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:50053"
+    )]
+    pub ledger_upstream: Vec<http_uri::Uri>,
+    /// Payments upstream(s), comma-separated URIs.
+    #[arg(
+        long,
+        env = "FERROBANK_PAYMENTS_UPSTREAM",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:50054"
+    )]
+    pub payments_upstream: Vec<http_uri::Uri>,
+}
+
+/// A parsed upstream URI (kept as text plus validation so this crate needs no `http`).
+pub mod http_uri {
+    use std::str::FromStr;
+
+    /// An absolute `http://host:port` URI.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct Uri(String);
+
+    impl Uri {
+        /// The URI text.
+        pub fn as_str(&self) -> &str {
+            &self.0
+        }
+    }
+
+    impl FromStr for Uri {
+        type Err = String;
+        fn from_str(s: &str) -> Result<Self, Self::Err> {
+            let url = url::Url::parse(s).map_err(|e| format!("not a URI: {e}"))?;
+            if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+                return Err("expected http://host:port".to_owned());
+            }
+            Ok(Self(s.trim_end_matches('/').to_owned()))
+        }
+    }
+}
+
+/// Turns a clap error into the one line `main` prints: the setting and what is wrong
+/// with it, naming the environment variable where the flag has one.
+pub fn one_line_error(err: &clap::Error, cmd: &clap::Command) -> String {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let arg_names = |value: Option<&ContextValue>| -> Vec<String> {
+        match value {
+            Some(ContextValue::String(s)) => vec![s.clone()],
+            Some(ContextValue::Strings(v)) => v.clone(),
+            _ => Vec::new(),
+        }
+    };
+    let describe = |shown: &str| -> String {
+        let long = shown
+            .split_whitespace()
+            .next()
+            .unwrap_or(shown)
+            .trim_start_matches('-');
+        match find_env(cmd, long) {
+            Some(env) => format!("--{long} (env {env})"),
+            None => shown.to_owned(),
+        }
+    };
+    match err.kind() {
+        ErrorKind::MissingRequiredArgument => {
+            let names: Vec<String> = arg_names(err.get(ContextKind::InvalidArg))
+                .iter()
+                .map(|a| describe(a))
+                .collect();
+            format!("missing required setting {}", names.join(", "))
+        }
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation => {
+            let arg = arg_names(err.get(ContextKind::InvalidArg))
+                .first()
+                .map(|a| describe(a))
+                .unwrap_or_else(|| "a setting".to_owned());
+            // clap's own first line already says what failed; keep only the reason.
+            let rendered = err.to_string();
+            let first = rendered.lines().next().unwrap_or_default();
+            let reason = first.rsplit_once("': ").map(|(_, r)| r).unwrap_or(first);
+            format!("invalid value for {arg}: {reason}")
+        }
+        _ => err
+            .to_string()
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim_start_matches("error: ")
+            .to_owned(),
+    }
+}
+
+fn find_env(cmd: &clap::Command, long: &str) -> Option<String> {
+    for arg in cmd.get_arguments() {
+        if arg.get_long() == Some(long) {
+            return arg.get_env().map(|e| e.to_string_lossy().into_owned());
+        }
+    }
+    cmd.get_subcommands().find_map(|sub| find_env(sub, long))
+}

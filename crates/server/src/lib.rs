@@ -1,0 +1,154 @@
+//! Hosting for every Ferrobank gRPC listener: the service routes plus server reflection
+//! (v1 and v1alpha, so old and new grpcurl work) and the standard health service with a
+//! status per service, served until a shutdown signal.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::{Routes, RoutesBuilder};
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+pub use tonic_health::ServingStatus as Serving;
+pub use tonic_health::server::HealthReporter as Health;
+
+/// Reflection for every Ferrobank proto and the health proto, both protocol versions.
+pub fn add_reflection(routes: &mut RoutesBuilder) -> anyhow::Result<()> {
+    let v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(ferrobank_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("building the v1 reflection service")?;
+    let v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(ferrobank_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .context("building the v1alpha reflection service")?;
+    routes.add_service(v1).add_service(v1alpha);
+    Ok(())
+}
+
+/// Adds the health service; the returned reporter sets each service's status.
+pub fn add_health(routes: &mut RoutesBuilder) -> HealthReporter {
+    let (reporter, service) = tonic_health::server::health_reporter();
+    routes.add_service(service);
+    reporter
+}
+
+/// Binds `addr` (port 0 picks a free one) and returns the listener and its address.
+pub async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<(TcpListener, SocketAddr)> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the {what} port {addr}"))?;
+    let local = listener.local_addr()?;
+    Ok((listener, local))
+}
+
+/// Serves `routes` on `listener` until `shutdown` resolves, then drains in-flight calls.
+pub async fn serve(
+    listener: TcpListener,
+    routes: Routes,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+        .context("grpc server failed")
+}
+
+/// Keeps `service`'s health in step with `check` (e.g. "can I reach my database?"),
+/// re-checking every `every` until the task is aborted. The service is registered as
+/// NOT_SERVING before this returns, so health never answers "unknown service" for it.
+pub async fn watch_health<F, Fut>(
+    reporter: HealthReporter,
+    service: &'static str,
+    every: Duration,
+    check: F,
+) -> tokio::task::JoinHandle<()>
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: Future<Output = bool> + Send,
+{
+    reporter
+        .set_service_status(service, ServingStatus::NotServing)
+        .await;
+    tokio::spawn(async move {
+        let mut last = Some(false);
+        let mut ticker = tokio::time::interval(every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let ok = check().await;
+            if last != Some(ok) {
+                let status = if ok {
+                    ServingStatus::Serving
+                } else {
+                    ServingStatus::NotServing
+                };
+                if ok {
+                    tracing::info!(service, "serving");
+                } else {
+                    tracing::warn!(service, "not serving: dependency check failed");
+                }
+                reporter.set_service_status(service, status).await;
+                last = Some(ok);
+            }
+        }
+    })
+}
+
+/// One gRPC listener's routes: reflection and health are always there; services are
+/// added with [`Host::add`].
+pub struct Host {
+    routes: RoutesBuilder,
+    health: HealthReporter,
+}
+
+impl Host {
+    /// Routes with reflection and health already in place.
+    pub fn new() -> anyhow::Result<Self> {
+        let mut routes = RoutesBuilder::default();
+        add_reflection(&mut routes)?;
+        let health = add_health(&mut routes);
+        Ok(Self { routes, health })
+    }
+
+    /// Adds a generated tonic service.
+    pub fn add<S>(&mut self, svc: S) -> &mut Self
+    where
+        S: tonic::codegen::Service<
+                tonic::codegen::http::Request<tonic::body::Body>,
+                Error = std::convert::Infallible,
+            > + tonic::server::NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Response: axum::response::IntoResponse,
+        S::Future: Send + 'static,
+    {
+        self.routes.add_service(svc);
+        self
+    }
+
+    /// The health reporter for this listener's services.
+    pub fn health(&self) -> HealthReporter {
+        self.health.clone()
+    }
+
+    /// Serves until `shutdown` resolves.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        serve(listener, self.routes.routes(), shutdown).await
+    }
+}

@@ -1,0 +1,136 @@
+//! Process-wide telemetry: `tracing` logs (pretty or JSON), OpenTelemetry OTLP export
+//! when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, and a Prometheus recorder whose text is
+//! served by the admin HTTP port together with `/healthz`.
+
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+
+use anyhow::Context;
+use ferrobank_config::{LogFormat, TelemetryArgs};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Keeps exporters alive; flushes pending spans when dropped at shutdown.
+pub struct TelemetryGuard {
+    tracer_provider: Option<SdkTracerProvider>,
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        if let Some(provider) = self.tracer_provider.take()
+            && let Err(err) = provider.shutdown()
+        {
+            tracing::warn!(error = %err, "opentelemetry shutdown failed");
+        }
+    }
+}
+
+/// Installs the global subscriber and metrics recorder. Call once, from `main`.
+pub fn init(args: &TelemetryArgs) -> anyhow::Result<TelemetryGuard> {
+    let filter = EnvFilter::try_new(&args.log_filter)
+        .with_context(|| format!("invalid log filter {:?} (RUST_LOG)", args.log_filter))?;
+
+    let fmt = match args.log_format {
+        LogFormat::Pretty => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_writer(std::io::stderr)
+            .boxed(),
+    };
+
+    let tracer_provider = match &args.otlp_endpoint {
+        Some(endpoint) => {
+            let exporter = opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(endpoint.as_str())
+                .build()
+                .context("building the OTLP span exporter (OTEL_EXPORTER_OTLP_ENDPOINT)")?;
+            let resource = opentelemetry_sdk::Resource::builder()
+                .with_service_name(args.service_name.clone())
+                .build();
+            Some(
+                SdkTracerProvider::builder()
+                    .with_batch_exporter(exporter)
+                    .with_resource(resource)
+                    .build(),
+            )
+        }
+        None => None,
+    };
+    let otel = tracer_provider.as_ref().map(|provider| {
+        opentelemetry::global::set_tracer_provider(provider.clone());
+        tracing_opentelemetry::layer().with_tracer(provider.tracer("ferrobank"))
+    });
+    opentelemetry::global::set_text_map_propagator(
+        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+    );
+
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(otel)
+        .try_init()
+        .context("a tracing subscriber is already installed")?;
+
+    install_metrics_recorder()?;
+    Ok(TelemetryGuard { tracer_provider })
+}
+
+/// Installs the Prometheus recorder once per process (tests may call it repeatedly).
+pub fn install_metrics_recorder() -> anyhow::Result<&'static PrometheusHandle> {
+    if let Some(handle) = PROMETHEUS.get() {
+        return Ok(handle);
+    }
+    let handle = PrometheusBuilder::new()
+        .install_recorder()
+        .context("installing the Prometheus metrics recorder")?;
+    Ok(PROMETHEUS.get_or_init(|| handle))
+}
+
+/// The admin HTTP router: `/metrics` (Prometheus text) and `/healthz`. Services add
+/// their own routes (e.g. `/.well-known/jwks.json`) with `Router::merge`.
+pub fn admin_router() -> axum::Router {
+    use axum::routing::get;
+    axum::Router::new()
+        .route(
+            "/metrics",
+            get(|| async {
+                match PROMETHEUS.get() {
+                    Some(handle) => handle.render(),
+                    None => String::new(),
+                }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok\n" }))
+}
+
+/// Binds the admin port and serves `router` until `shutdown` resolves. Returns the
+/// bound address (useful with port 0) and the serving task.
+pub async fn serve_admin(
+    addr: SocketAddr,
+    router: axum::Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the admin port {addr} (FERROBANK_ADMIN_ADDR)"))?;
+    let local = listener.local_addr()?;
+    tracing::info!(addr = %local, "admin http listening");
+    let task = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await
+    });
+    Ok((local, task))
+}
