@@ -1,0 +1,155 @@
+//! Composition of the platform for `ferrobank all` and the end-to-end tests: every
+//! service on its own listener, the gateway in front, one shutdown signal for all.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use ferrobank_config::{DatabaseSettings, http_uri::Uri};
+use ferrobank_gateway::GatewayConfig;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// Everything `ferrobank all` needs.
+#[derive(Clone, Debug)]
+pub struct PlatformConfig {
+    /// Listen addresses (port 0 picks free ports, as tests do).
+    pub listen: ferrobank_config::ListenArgs,
+    /// Identity's database.
+    pub identity: DatabaseSettings,
+    /// The ledger's databases.
+    pub ledger: DatabaseSettings,
+    /// Payments' database.
+    pub payments: DatabaseSettings,
+}
+
+/// A running platform.
+pub struct Platform {
+    /// The gateway's bound address.
+    pub gateway_addr: SocketAddr,
+    /// The identity service's bound address.
+    pub identity_addr: SocketAddr,
+    /// The ledger service's bound address.
+    pub ledger_addr: SocketAddr,
+    /// The payments service's bound address.
+    pub payments_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<(&'static str, anyhow::Result<()>)>,
+}
+
+/// A future that resolves when `rx` says shut down.
+pub async fn shutdown_signal(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+impl Platform {
+    /// Binds every listener, then starts the services and the gateway.
+    pub async fn start(config: PlatformConfig) -> anyhow::Result<Self> {
+        let (identity_l, identity_addr) =
+            ferrobank_server::bind(config.listen.identity_addr, "identity").await?;
+        let (ledger_l, ledger_addr) =
+            ferrobank_server::bind(config.listen.ledger_addr, "ledger").await?;
+        let (payments_l, payments_addr) =
+            ferrobank_server::bind(config.listen.payments_addr, "payments").await?;
+        let (gateway_l, gateway_addr) =
+            ferrobank_server::bind(config.listen.gateway_addr, "gateway").await?;
+
+        let (shutdown, rx) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+
+        let identity =
+            ferrobank_identity::Identity::new(&config.identity).context("starting identity")?;
+        tasks.spawn({
+            let rx = rx.clone();
+            async move {
+                (
+                    "identity",
+                    identity.serve(identity_l, shutdown_signal(rx)).await,
+                )
+            }
+        });
+        let ledger = ferrobank_ledger::Ledger::new(&config.ledger).context("starting ledger")?;
+        tasks.spawn({
+            let rx = rx.clone();
+            async move { ("ledger", ledger.serve(ledger_l, shutdown_signal(rx)).await) }
+        });
+        let payments =
+            ferrobank_payments::Payments::new(&config.payments).context("starting payments")?;
+        tasks.spawn({
+            let rx = rx.clone();
+            async move {
+                (
+                    "payments",
+                    payments.serve(payments_l, shutdown_signal(rx)).await,
+                )
+            }
+        });
+
+        let upstream = |addr: SocketAddr| -> anyhow::Result<Vec<Uri>> {
+            Ok(vec![
+                format!("http://{addr}")
+                    .parse()
+                    .map_err(anyhow::Error::msg)?,
+            ])
+        };
+        let gateway = GatewayConfig {
+            identity: upstream(identity_addr)?,
+            ledger: upstream(ledger_addr)?,
+            payments: upstream(payments_addr)?,
+            connect_timeout: Duration::from_secs(1),
+            health_interval: Duration::from_secs(2),
+        };
+        tasks.spawn({
+            let rx = rx.clone();
+            async move {
+                (
+                    "gateway",
+                    ferrobank_gateway::serve(gateway, gateway_l, shutdown_signal(rx)).await,
+                )
+            }
+        });
+
+        tracing::info!(%gateway_addr, %identity_addr, %ledger_addr, %payments_addr, "platform started");
+        Ok(Self {
+            gateway_addr,
+            identity_addr,
+            ledger_addr,
+            payments_addr,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// A sender that stops the platform when `true` is sent.
+    pub fn shutdown_handle(&self) -> watch::Sender<bool> {
+        self.shutdown.clone()
+    }
+
+    /// Runs until a service stops (an error) or shutdown is requested, then stops all.
+    pub async fn run(mut self) -> anyhow::Result<()> {
+        let first = self.tasks.join_next().await;
+        let requested = *self.shutdown.borrow();
+        let _ = self.shutdown.send(true);
+        let mut result = Ok(());
+        if let Some(joined) = first {
+            let (name, outcome) = joined.context("a service task panicked")?;
+            if let Err(err) = outcome {
+                result = Err(err.context(format!("{name} stopped")));
+            } else if !requested {
+                result = Err(anyhow::anyhow!("{name} stopped unexpectedly"));
+            }
+        }
+        while let Some(joined) = self.tasks.join_next().await {
+            if let Ok((name, Err(err))) = joined {
+                tracing::warn!(service = name, error = %format!("{err:#}"), "service stopped with an error");
+            }
+        }
+        result
+    }
+
+    /// Stops every service and waits for them to drain.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(true);
+        self.run().await
+    }
+}

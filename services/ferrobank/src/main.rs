@@ -1,0 +1,311 @@
+//! `ferrobank`: the one binary. `all` runs the whole platform in one process; each
+//! other subcommand runs one service, the migrations or a tool.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use ferrobank::{Platform, PlatformConfig, shutdown_signal};
+use ferrobank_config::{
+    IdentityDbArgs, LedgerDbArgs, ListenArgs, PaymentsDbArgs, PgUrl, PoolArgs, TelemetryArgs,
+    UpstreamArgs,
+};
+use tokio::sync::watch;
+
+/// Ferrobank: a gRPC-first banking platform.
+#[derive(Parser, Debug)]
+#[command(name = "ferrobank", version, about)]
+struct Cli {
+    #[command(flatten)]
+    telemetry: TelemetryArgs,
+    #[command(flatten)]
+    pool: PoolArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+// Parsed once at startup; the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Every service in one process, each on its own port, the gateway in front.
+    All {
+        #[command(flatten)]
+        listen: ListenArgs,
+        #[command(flatten)]
+        identity: IdentityDbArgs,
+        #[command(flatten)]
+        ledger: LedgerDbArgs,
+        #[command(flatten)]
+        payments: PaymentsDbArgs,
+    },
+    /// The public gateway.
+    Gateway {
+        /// Listen address.
+        #[arg(
+            long = "gateway-addr",
+            env = "FERROBANK_GATEWAY_ADDR",
+            default_value = "127.0.0.1:50051"
+        )]
+        listen: std::net::SocketAddr,
+        #[command(flatten)]
+        upstreams: UpstreamArgs,
+    },
+    /// The identity service.
+    Identity {
+        /// Listen address.
+        #[arg(
+            long = "identity-addr",
+            env = "FERROBANK_IDENTITY_ADDR",
+            default_value = "127.0.0.1:50052"
+        )]
+        listen: std::net::SocketAddr,
+        #[command(flatten)]
+        db: IdentityDbArgs,
+    },
+    /// The ledger service (and reporting).
+    Ledger {
+        /// Listen address.
+        #[arg(
+            long = "ledger-addr",
+            env = "FERROBANK_LEDGER_ADDR",
+            default_value = "127.0.0.1:50053"
+        )]
+        listen: std::net::SocketAddr,
+        #[command(flatten)]
+        db: LedgerDbArgs,
+    },
+    /// The payments service.
+    Payments {
+        /// Listen address.
+        #[arg(
+            long = "payments-addr",
+            env = "FERROBANK_PAYMENTS_ADDR",
+            default_value = "127.0.0.1:50054"
+        )]
+        listen: std::net::SocketAddr,
+        #[command(flatten)]
+        db: PaymentsDbArgs,
+    },
+    /// Applies migrations (all services, or those named), safe to run concurrently.
+    Migrate(MigrateArgs),
+    /// Lints SQL migrations for operationally unsafe DDL.
+    LintMigrations(ferrobank_migration_lint::LintArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ServiceName {
+    Identity,
+    Ledger,
+    Payments,
+}
+
+#[derive(clap::Args, Debug)]
+struct MigrateArgs {
+    /// Services to migrate; all when none is named.
+    #[arg(value_enum)]
+    services: Vec<ServiceName>,
+    /// Identity database, bypassing any pooler.
+    #[arg(long, env = "IDENTITY_DATABASE_URL_DIRECT")]
+    identity_database_url_direct: Option<PgUrl>,
+    /// Identity database (used when the direct URL is unset).
+    #[arg(long, env = "IDENTITY_DATABASE_URL")]
+    identity_database_url: Option<PgUrl>,
+    /// Ledger database, bypassing any pooler.
+    #[arg(long, env = "LEDGER_DATABASE_URL_DIRECT")]
+    ledger_database_url_direct: Option<PgUrl>,
+    /// Ledger database (used when the direct URL is unset).
+    #[arg(long, env = "LEDGER_DATABASE_URL")]
+    ledger_database_url: Option<PgUrl>,
+    /// Payments database, bypassing any pooler.
+    #[arg(long, env = "PAYMENTS_DATABASE_URL_DIRECT")]
+    payments_database_url_direct: Option<PgUrl>,
+    /// Payments database (used when the direct URL is unset).
+    #[arg(long, env = "PAYMENTS_DATABASE_URL")]
+    payments_database_url: Option<PgUrl>,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) if !err.use_stderr() => {
+            // --help and --version.
+            let _ = err.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(err) => {
+            let line = ferrobank_config::one_line_error(&err, &Cli::command());
+            eprintln!("ferrobank: {line}");
+            return ExitCode::from(2);
+        }
+    };
+
+    if let Command::LintMigrations(args) = &cli.command {
+        let code = ferrobank_migration_lint::run(args, &mut std::io::stdout().lock());
+        return ExitCode::from(u8::try_from(code).unwrap_or(2));
+    }
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("ferrobank: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("ferrobank: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let _telemetry = ferrobank_telemetry::init(&cli.telemetry)?;
+    let (stop, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested");
+        let _ = stop.send(true);
+    });
+    let (admin_addr, _admin) = ferrobank_telemetry::serve_admin(
+        cli.telemetry.admin_addr,
+        ferrobank_telemetry::admin_router(),
+        shutdown_signal(rx.clone()),
+    )
+    .await?;
+    tracing::debug!(%admin_addr, "admin port");
+
+    let pool = &cli.pool;
+    match cli.command {
+        Command::All {
+            listen,
+            identity,
+            ledger,
+            payments,
+        } => {
+            let platform = Platform::start(PlatformConfig {
+                listen,
+                identity: identity.settings(pool),
+                ledger: ledger.settings(pool),
+                payments: payments.settings(pool),
+            })
+            .await?;
+            let handle = platform.shutdown_handle();
+            let mut rx = rx;
+            tokio::spawn(async move {
+                let _ = rx.wait_for(|s| *s).await;
+                let _ = handle.send(true);
+            });
+            platform.run().await
+        }
+        Command::Gateway { listen, upstreams } => {
+            let (listener, _) = ferrobank_server::bind(listen, "gateway").await?;
+            ferrobank_gateway::serve(
+                ferrobank_gateway::GatewayConfig::from_args(&upstreams),
+                listener,
+                shutdown_signal(rx),
+            )
+            .await
+        }
+        Command::Identity { listen, db } => {
+            let (listener, _) = ferrobank_server::bind(listen, "identity").await?;
+            ferrobank_identity::Identity::new(&db.settings(pool))?
+                .serve(listener, shutdown_signal(rx))
+                .await
+        }
+        Command::Ledger { listen, db } => {
+            let (listener, _) = ferrobank_server::bind(listen, "ledger").await?;
+            ferrobank_ledger::Ledger::new(&db.settings(pool))?
+                .serve(listener, shutdown_signal(rx))
+                .await
+        }
+        Command::Payments { listen, db } => {
+            let (listener, _) = ferrobank_server::bind(listen, "payments").await?;
+            ferrobank_payments::Payments::new(&db.settings(pool))?
+                .serve(listener, shutdown_signal(rx))
+                .await
+        }
+        Command::Migrate(args) => migrate(args).await,
+        Command::LintMigrations(_) => unreachable!("handled before the runtime starts"),
+    }
+}
+
+async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
+    let services = if args.services.is_empty() {
+        vec![
+            ServiceName::Identity,
+            ServiceName::Ledger,
+            ServiceName::Payments,
+        ]
+    } else {
+        args.services.clone()
+    };
+    for service in services {
+        let (name, direct, url, runner) = match service {
+            ServiceName::Identity => (
+                "identity",
+                &args.identity_database_url_direct,
+                &args.identity_database_url,
+                ferrobank_identity::migrations(),
+            ),
+            ServiceName::Ledger => (
+                "ledger",
+                &args.ledger_database_url_direct,
+                &args.ledger_database_url,
+                ferrobank_ledger::migrations(),
+            ),
+            ServiceName::Payments => (
+                "payments",
+                &args.payments_database_url_direct,
+                &args.payments_database_url,
+                ferrobank_payments::migrations(),
+            ),
+        };
+        let url = direct.as_ref().or(url.as_ref()).with_context(|| {
+            let upper = name.to_uppercase();
+            format!("missing required setting --{name}-database-url (env {upper}_DATABASE_URL)")
+        })?;
+        let report = ferrobank_db::migrate(url, name, runner)
+            .await
+            .with_context(|| format!("migrating {name} at {}", url.redacted()))?;
+        let mut out = std::io::stdout().lock();
+        writeln!(
+            out,
+            "{name}: {} applied{}",
+            report.applied.len(),
+            if report.applied.is_empty() {
+                " (up to date)".to_owned()
+            } else {
+                format!(": {}", report.applied.join(", "))
+            }
+        )?;
+    }
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

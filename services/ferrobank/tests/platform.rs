@@ -1,0 +1,216 @@
+//! `ferrobank all` in process: reflection lists every service through the gateway,
+//! health says SERVING for each, unbuilt RPCs answer UNIMPLEMENTED, and the gateway
+//! answers UNIMPLEMENTED for services it does not know.
+
+use std::time::Duration;
+
+use ferrobank::{Platform, PlatformConfig};
+use ferrobank_config::ListenArgs;
+use ferrobank_proto::status::reason;
+use ferrobank_testkit::TestDb;
+use tonic::Code;
+use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_reflection::pb::v1::ServerReflectionRequest;
+use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+fn port_zero() -> ListenArgs {
+    let any = "127.0.0.1:0".parse().unwrap();
+    ListenArgs {
+        gateway_addr: any,
+        identity_addr: any,
+        ledger_addr: any,
+        payments_addr: any,
+    }
+}
+
+async fn start() -> (Platform, Vec<TestDb>) {
+    let identity = TestDb::new("identity", ferrobank_identity::migrations)
+        .await
+        .unwrap();
+    let ledger = TestDb::new("ledger", ferrobank_ledger::migrations)
+        .await
+        .unwrap();
+    let payments = TestDb::new("payments", ferrobank_payments::migrations)
+        .await
+        .unwrap();
+    let platform = Platform::start(PlatformConfig {
+        listen: port_zero(),
+        identity: identity.settings.clone(),
+        ledger: ledger.settings.clone(),
+        payments: payments.settings.clone(),
+    })
+    .await
+    .unwrap();
+    (platform, vec![identity, ledger, payments])
+}
+
+async fn list_services_v1(channel: Channel) -> Vec<String> {
+    let mut client = ServerReflectionClient::new(channel);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = client
+        .server_reflection_info(tokio_stream::iter(vec![request]))
+        .await
+        .unwrap()
+        .into_inner();
+    match stream.message().await.unwrap().unwrap().message_response {
+        Some(MessageResponse::ListServicesResponse(list)) => {
+            list.service.into_iter().map(|s| s.name).collect()
+        }
+        other => panic!("unexpected reflection answer {other:?}"),
+    }
+}
+
+async fn list_services_v1alpha(channel: Channel) -> Vec<String> {
+    use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
+    use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
+    let mut client = ServerReflectionClient::new(channel);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = client
+        .server_reflection_info(tokio_stream::iter(vec![request]))
+        .await
+        .unwrap()
+        .into_inner();
+    match stream.message().await.unwrap().unwrap().message_response {
+        Some(MessageResponse::ListServicesResponse(list)) => {
+            list.service.into_iter().map(|s| s.name).collect()
+        }
+        other => panic!("unexpected reflection answer {other:?}"),
+    }
+}
+
+/// Waits (bounded) on the health Watch stream until `service` reports SERVING.
+async fn wait_serving(channel: Channel, service: &str) {
+    let mut client = HealthClient::new(channel);
+    let mut stream = client
+        .watch(HealthCheckRequest {
+            service: service.to_owned(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let serving = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(update) = stream.message().await.unwrap() {
+            if update.status == ServingStatus::Serving as i32 {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(serving, Ok(true), "{service} never became SERVING");
+}
+
+/// Reflection (v1 and v1alpha) through the gateway lists the four Ferrobank services,
+/// health and reflection; health reports SERVING for every Ferrobank service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_lists_services_and_reports_health() {
+    let (platform, _dbs) = start().await;
+    let channel = Channel::from_shared(format!("http://{}", platform.gateway_addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let stop = platform.shutdown_handle();
+    let running = tokio::spawn(platform.run());
+
+    // Each reflection version lists itself among the services.
+    for (services, reflection) in [
+        (
+            list_services_v1(channel.clone()).await,
+            "grpc.reflection.v1.ServerReflection",
+        ),
+        (
+            list_services_v1alpha(channel.clone()).await,
+            "grpc.reflection.v1alpha.ServerReflection",
+        ),
+    ] {
+        for expected in ferrobank_proto::SERVICE_NAMES
+            .iter()
+            .chain(&["grpc.health.v1.Health", reflection])
+        {
+            assert!(
+                services.iter().any(|s| s == expected),
+                "{expected} missing from {services:?}"
+            );
+        }
+    }
+
+    for service in ferrobank_proto::SERVICE_NAMES {
+        wait_serving(channel.clone(), service).await;
+    }
+
+    let _ = stop.send(true);
+    running.await.unwrap().unwrap();
+}
+
+/// A call to an RPC that is not built yet crosses the gateway and comes back
+/// UNIMPLEMENTED; a service the gateway does not know is UNIMPLEMENTED too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unbuilt_and_unknown_methods_are_unimplemented() {
+    let (platform, _dbs) = start().await;
+    let channel = Channel::from_shared(format!("http://{}", platform.gateway_addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let stop = platform.shutdown_handle();
+    let running = tokio::spawn(platform.run());
+
+    let mut payments =
+        ferrobank_proto::payments::payments_service_client::PaymentsServiceClient::new(
+            channel.clone(),
+        );
+    let status = payments
+        .get_payment(ferrobank_proto::payments::GetPaymentRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unimplemented);
+
+    // A path no service owns.
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
+    grpc.ready().await.unwrap();
+    let status = grpc
+        .unary::<_, (), _>(
+            tonic::Request::new(()),
+            "/ferrobank.nope.v1.NopeService/Call".parse().unwrap(),
+            tonic_prost::ProstCodec::<(), ()>::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unimplemented);
+
+    // Reporting status is real and goes through the gateway to the ledger process.
+    let mut reporting =
+        ferrobank_proto::reporting::reporting_service_client::ReportingServiceClient::new(
+            channel.clone(),
+        );
+    let bad = reporting
+        .get_reporting_status(ferrobank_proto::reporting::GetReportingStatusRequest {
+            consistency_token: "zz".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    assert_eq!(reason(&bad).as_deref(), Some("ERROR_REASON_INVALID_FIELD"));
+    assert!(
+        bad.message().contains("consistency_token"),
+        "{}",
+        bad.message()
+    );
+
+    let _ = stop.send(true);
+    running.await.unwrap().unwrap();
+}

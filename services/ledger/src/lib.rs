@@ -1,0 +1,92 @@
+//! The ledger service (`ferrobank.ledger.v1.LedgerService`) and, on the same process
+//! because it owns the data, reporting (`ferrobank.reporting.v1.ReportingService`).
+//! Ledger RPCs use the primary pool; reporting reads use the reporting pool, which
+//! points at a streaming replica and degrades as configured when it is down.
+
+mod api;
+
+use std::time::Duration;
+
+use ferrobank_config::DatabaseSettings;
+use ferrobank_db::{Db, ReportingPool};
+use ferrobank_proto::ledger::ledger_service_server::LedgerServiceServer;
+use ferrobank_proto::reporting::reporting_service_server::ReportingServiceServer;
+use tokio::net::TcpListener;
+
+mod embedded {
+    refinery::embed_migrations!("../../migrations/ledger");
+}
+
+/// The ledger's migrations, embedded in the binary.
+pub fn migrations() -> refinery::Runner {
+    embedded::migrations::runner()
+}
+
+/// The ledger's fully qualified gRPC service name.
+pub const LEDGER_SERVICE: &str = "ferrobank.ledger.v1.LedgerService";
+/// The reporting fully qualified gRPC service name.
+pub const REPORTING_SERVICE: &str = "ferrobank.reporting.v1.ReportingService";
+
+/// The running ledger's state, shared by both gRPC services.
+#[derive(Clone)]
+pub struct Ledger {
+    db: Db,
+    reporting: ReportingPool,
+}
+
+impl Ledger {
+    /// Builds the pools; they connect lazily, so the process starts while a database
+    /// (in particular the replica) is down.
+    pub fn new(settings: &DatabaseSettings) -> anyhow::Result<Self> {
+        let primary = ferrobank_db::build_pool(&settings.primary)?;
+        let reporting = ReportingPool::new(settings, primary.clone())?;
+        Ok(Self {
+            db: Db::new(primary, settings.primary.statement_cache),
+            reporting,
+        })
+    }
+
+    /// Serves both services with reflection and health until `shutdown`.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let mut host = ferrobank_server::Host::new()?;
+        let db = self.db.clone();
+        let ledger_health = ferrobank_server::watch_health(
+            host.health(),
+            LEDGER_SERVICE,
+            Duration::from_secs(2),
+            move || {
+                let db = db.clone();
+                async move { db.query("SELECT 1", &[]).await.is_ok() }
+            },
+        )
+        .await;
+        // Reporting is serving while it can answer: from the replica, or from the
+        // primary when the configured fallback allows it.
+        let reporting = self.reporting.clone();
+        let reporting_health = ferrobank_server::watch_health(
+            host.health(),
+            REPORTING_SERVICE,
+            Duration::from_secs(2),
+            move || {
+                let reporting = reporting.clone();
+                async move {
+                    match reporting.get().await {
+                        Ok((conn, _)) => conn.simple_query("SELECT 1").await.is_ok(),
+                        Err(_) => false,
+                    }
+                }
+            },
+        )
+        .await;
+        host.add(LedgerServiceServer::new(api::LedgerApi::new(self.clone())))
+            .add(ReportingServiceServer::new(api::ReportingApi::new(self)));
+        let result = host.serve(listener, shutdown).await;
+        ledger_health.abort();
+        reporting_health.abort();
+        result
+    }
+}
