@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# `make run` after the stack is up: migrate every service, print what to try, then run
+# the whole platform in the foreground (Ctrl-C stops it; `make stop` stops the stack).
+#
+#   scripts/run.sh DIR
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+DIR=${1:?usage: scripts/run.sh DIR}
+# shellcheck disable=SC1091
+source "$DIR/env"
+export IDENTITY_DATABASE_URL LEDGER_DATABASE_URL PAYMENTS_DATABASE_URL
+export LEDGER_REPORTING_DATABASE_URL REDIS_URL
+BIN="$REPO/target/release/ferrobank"
+
+"$BIN" migrate
+
+BUF=$("$REPO/scripts/tools.sh" buf 2>/dev/null || echo buf)
+cat >&2 <<MSG
+
+Ferrobank is starting: gateway on 127.0.0.1:50051 (Ctrl-C stops it).
+Try, from another shell:
+
+  $BUF curl --protocol grpc --http2-prior-knowledge --list-services http://127.0.0.1:50051
+  $BUF curl --protocol grpc --http2-prior-knowledge --list-methods http://127.0.0.1:50051
+  $BUF curl --protocol grpc --http2-prior-knowledge -d '{"service":"ferrobank.ledger.v1.LedgerService"}' \\
+      http://127.0.0.1:50051/grpc.health.v1.Health/Check
+  grpcurl -plaintext 127.0.0.1:50051 list                     # if you have grpcurl
+
+Metrics: curl http://127.0.0.1:9464/metrics     Stack: scripts/stack.sh status $DIR
+
+MSG
+exec "$BIN" all
