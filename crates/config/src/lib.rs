@@ -274,6 +274,15 @@ fn parse_redis_url(value: &str) -> Result<RedisUrl, String> {
     Ok(RedisUrl(SecretString::from(value.to_owned())))
 }
 
+/// How services learn who is calling.
+#[derive(Args, Clone, Debug, Default)]
+pub struct AuthArgs {
+    /// Trust the `x-ferrobank-dev-principal: <role>:<uuid>` header instead of verified
+    /// tokens. For local development and tests only — anyone can claim any identity.
+    #[arg(long, env = "FERROBANK_INSECURE_DEV_PRINCIPALS", default_value_t = false, action = clap::ArgAction::Set, global = true)]
+    pub insecure_dev_principals: bool,
+}
+
 /// Where each service of `ferrobank all` listens, the gateway first.
 #[derive(Args, Clone, Debug)]
 pub struct ListenArgs {

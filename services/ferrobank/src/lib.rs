@@ -21,6 +21,21 @@ pub struct PlatformConfig {
     pub ledger: DatabaseSettings,
     /// Payments' database.
     pub payments: DatabaseSettings,
+    /// How services authenticate callers.
+    pub auth: ferrobank_config::AuthArgs,
+}
+
+/// The authenticator the configuration asks for: verified tokens once identity issues
+/// them; until then the dev header when explicitly enabled, else nobody.
+pub fn authenticator(args: &ferrobank_config::AuthArgs) -> ferrobank_auth::SharedAuthenticator {
+    if args.insecure_dev_principals {
+        tracing::warn!(
+            "INSECURE: trusting x-ferrobank-dev-principal headers; never use this in production"
+        );
+        std::sync::Arc::new(ferrobank_auth::DevHeaderAuthenticator)
+    } else {
+        std::sync::Arc::new(ferrobank_auth::DenyAll)
+    }
 }
 
 /// A running platform.
@@ -68,7 +83,8 @@ impl Platform {
                 )
             }
         });
-        let ledger = ferrobank_ledger::Ledger::new(&config.ledger).context("starting ledger")?;
+        let ledger = ferrobank_ledger::Ledger::new(&config.ledger, authenticator(&config.auth))
+            .context("starting ledger")?;
         tasks.spawn({
             let rx = rx.clone();
             async move { ("ledger", ledger.serve(ledger_l, shutdown_signal(rx)).await) }

@@ -8,8 +8,8 @@ use anyhow::Context;
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use ferrobank::{Platform, PlatformConfig, shutdown_signal};
 use ferrobank_config::{
-    IdentityDbArgs, LedgerDbArgs, ListenArgs, PaymentsDbArgs, PgUrl, PoolArgs, TelemetryArgs,
-    UpstreamArgs,
+    AuthArgs, IdentityDbArgs, LedgerDbArgs, ListenArgs, PaymentsDbArgs, PgUrl, PoolArgs,
+    TelemetryArgs, UpstreamArgs,
 };
 use tokio::sync::watch;
 
@@ -21,6 +21,8 @@ struct Cli {
     telemetry: TelemetryArgs,
     #[command(flatten)]
     pool: PoolArgs,
+    #[command(flatten)]
+    auth: AuthArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -194,6 +196,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 identity: identity.settings(pool),
                 ledger: ledger.settings(pool),
                 payments: payments.settings(pool),
+                auth: cli.auth.clone(),
             })
             .await?;
             let handle = platform.shutdown_handle();
@@ -221,7 +224,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Ledger { listen, db } => {
             let (listener, _) = ferrobank_server::bind(listen, "ledger").await?;
-            ferrobank_ledger::Ledger::new(&db.settings(pool))?
+            ferrobank_ledger::Ledger::new(&db.settings(pool), ferrobank::authenticator(&cli.auth))?
                 .serve(listener, shutdown_signal(rx))
                 .await
         }

@@ -43,6 +43,7 @@ async fn start() -> (Platform, Vec<TestDb>) {
         identity: identity.settings.clone(),
         ledger: ledger.settings.clone(),
         payments: payments.settings.clone(),
+        auth: ferrobank_config::AuthArgs::default(),
     })
     .await
     .unwrap();

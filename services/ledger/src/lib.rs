@@ -4,10 +4,15 @@
 //! points at a streaming replica and degrades as configured when it is down.
 
 mod api;
+mod app;
+mod events;
+mod maintenance;
+mod store;
 
 use std::time::Duration;
 
-use ferrobank_config::DatabaseSettings;
+use ferrobank_auth::SharedAuthenticator;
+use ferrobank_config::{DatabaseSettings, PgUrl};
 use ferrobank_db::{Db, ReportingPool};
 use ferrobank_proto::ledger::ledger_service_server::LedgerServiceServer;
 use ferrobank_proto::reporting::reporting_service_server::ReportingServiceServer;
@@ -32,17 +37,22 @@ pub const REPORTING_SERVICE: &str = "ferrobank.reporting.v1.ReportingService";
 pub struct Ledger {
     db: Db,
     reporting: ReportingPool,
+    auth: SharedAuthenticator,
+    /// Bypasses any pooler: LISTEN for the event stream, advisory locks.
+    direct_url: PgUrl,
 }
 
 impl Ledger {
     /// Builds the pools; they connect lazily, so the process starts while a database
     /// (in particular the replica) is down.
-    pub fn new(settings: &DatabaseSettings) -> anyhow::Result<Self> {
+    pub fn new(settings: &DatabaseSettings, auth: SharedAuthenticator) -> anyhow::Result<Self> {
         let primary = ferrobank_db::build_pool(&settings.primary)?;
         let reporting = ReportingPool::new(settings, primary.clone())?;
         Ok(Self {
             db: Db::new(primary, settings.primary.statement_cache),
             reporting,
+            auth,
+            direct_url: settings.direct_url.clone(),
         })
     }
 
@@ -82,9 +92,13 @@ impl Ledger {
             },
         )
         .await;
+        let background = maintenance::spawn(self.clone());
         host.add(LedgerServiceServer::new(api::LedgerApi::new(self.clone())))
             .add(ReportingServiceServer::new(api::ReportingApi::new(self)));
         let result = host.serve(listener, shutdown).await;
+        for task in background {
+            task.abort();
+        }
         ledger_health.abort();
         reporting_health.abort();
         result

@@ -22,7 +22,9 @@ struct Running {
 }
 
 async fn serve(settings: &ferrobank_config::DatabaseSettings) -> Running {
-    let ledger = ferrobank_ledger::Ledger::new(settings).unwrap();
+    let ledger =
+        ferrobank_ledger::Ledger::new(settings, std::sync::Arc::new(ferrobank_auth::DenyAll))
+            .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

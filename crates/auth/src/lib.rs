@@ -1,0 +1,185 @@
+//! Who is calling: the `Principal` every RPC acts for, and the `Authenticator` a service
+//! uses to turn request metadata into one. Services authenticate every call themselves,
+//! even behind the gateway (defence in depth).
+//!
+//! Verified access tokens (JWT, EdDSA) arrive with the identity service. Until then the
+//! only authenticator is [`DevHeaderAuthenticator`], which trusts a metadata header and
+//! therefore is off unless explicitly enabled (`--insecure-dev-principals`) and says so
+//! loudly at startup. Tests use it to act as a given principal.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use ferrobank_proto::common::ErrorReason;
+use ferrobank_proto::status;
+use tonic::metadata::MetadataMap;
+use tonic::{Code, Status};
+use uuid::Uuid;
+
+/// What a principal may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Sees and moves only their own money.
+    Customer,
+    /// Books cash in and out against system accounts, reads any account.
+    Operator,
+    /// Manages users and may do everything.
+    Admin,
+    /// Another Ferrobank service (service-to-service calls).
+    Service,
+}
+
+impl Role {
+    /// The lowercase name used in tokens and headers.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Customer => "customer",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+            Role::Service => "service",
+        }
+    }
+}
+
+impl FromStr for Role {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s {
+            "customer" => Ok(Role::Customer),
+            "operator" => Ok(Role::Operator),
+            "admin" => Ok(Role::Admin),
+            "service" => Ok(Role::Service),
+            _ => Err(()),
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The authenticated caller of one RPC.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    /// The user (or service account) id.
+    pub user_id: Uuid,
+    /// What it may do.
+    pub role: Role,
+    /// The session the access token belongs to, when it came from a login.
+    pub session_id: Option<Uuid>,
+}
+
+impl Principal {
+    /// Whether the principal is staff that may read any account.
+    pub fn can_read_any_account(&self) -> bool {
+        matches!(self.role, Role::Operator | Role::Admin | Role::Service)
+    }
+}
+
+/// Turns request metadata into a principal, or UNAUTHENTICATED.
+#[tonic::async_trait]
+pub trait Authenticator: Send + Sync + 'static {
+    /// Authenticates one request.
+    async fn authenticate(&self, metadata: &MetadataMap) -> Result<Principal, Status>;
+}
+
+/// A shareable authenticator.
+pub type SharedAuthenticator = Arc<dyn Authenticator>;
+
+/// UNAUTHENTICATED with a generic message; the reason belongs in the log only.
+pub fn unauthenticated(log_reason: &str) -> Status {
+    tracing::info!(reason = log_reason, "request refused: unauthenticated");
+    status::error(
+        Code::Unauthenticated,
+        ErrorReason::Unauthenticated,
+        "missing or invalid credentials",
+    )
+}
+
+/// The header [`DevHeaderAuthenticator`] reads: `<role>:<user uuid>`.
+pub const DEV_PRINCIPAL_HEADER: &str = "x-ferrobank-dev-principal";
+
+/// Trusts `x-ferrobank-dev-principal: <role>:<uuid>` — for local development and
+/// tests only, until identity issues verified tokens. Never enable it in production.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DevHeaderAuthenticator;
+
+#[tonic::async_trait]
+impl Authenticator for DevHeaderAuthenticator {
+    async fn authenticate(&self, metadata: &MetadataMap) -> Result<Principal, Status> {
+        let Some(value) = metadata.get(DEV_PRINCIPAL_HEADER) else {
+            return Err(unauthenticated("no dev principal header"));
+        };
+        let value = value
+            .to_str()
+            .map_err(|_| unauthenticated("dev principal header is not ASCII"))?;
+        let (role, id) = value
+            .split_once(':')
+            .ok_or_else(|| unauthenticated("dev principal header is not role:uuid"))?;
+        let role = role
+            .parse::<Role>()
+            .map_err(|()| unauthenticated("dev principal header has an unknown role"))?;
+        let user_id = Uuid::parse_str(id)
+            .map_err(|_| unauthenticated("dev principal header has a bad uuid"))?;
+        Ok(Principal {
+            user_id,
+            role,
+            session_id: None,
+        })
+    }
+}
+
+/// Refuses every request: what a service uses when no authenticator is configured.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DenyAll;
+
+#[tonic::async_trait]
+impl Authenticator for DenyAll {
+    async fn authenticate(&self, _metadata: &MetadataMap) -> Result<Principal, Status> {
+        Err(unauthenticated("no authenticator configured"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn md(value: &str) -> MetadataMap {
+        let mut md = MetadataMap::new();
+        md.insert(DEV_PRINCIPAL_HEADER, value.parse().unwrap());
+        md
+    }
+
+    /// A well-formed header yields the principal; anything else is UNAUTHENTICATED.
+    #[tokio::test]
+    async fn dev_header_parses_or_refuses() {
+        let id = Uuid::now_v7();
+        let p = DevHeaderAuthenticator
+            .authenticate(&md(&format!("operator:{id}")))
+            .await
+            .unwrap();
+        assert_eq!(p.role, Role::Operator);
+        assert_eq!(p.user_id, id);
+        for bad in [
+            "operator",
+            "king:00000000-0000-0000-0000-000000000000",
+            "customer:xyz",
+        ] {
+            let err = DevHeaderAuthenticator
+                .authenticate(&md(bad))
+                .await
+                .unwrap_err();
+            assert_eq!(err.code(), Code::Unauthenticated, "{bad}");
+        }
+        let err = DevHeaderAuthenticator
+            .authenticate(&MetadataMap::new())
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated);
+        let err = DenyAll.authenticate(&md("admin:x")).await.unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated);
+    }
+}

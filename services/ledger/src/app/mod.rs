@@ -1,0 +1,1 @@
+//! Use cases: validation, authorization and the service's error enum. (Being written.)

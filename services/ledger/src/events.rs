@@ -1,0 +1,1 @@
+//! WatchEvents: the outbox streamed in commit order from a cursor. (Being written.)

@@ -1,0 +1,1 @@
+//! Every SQL string the ledger runs. (Being written.)
