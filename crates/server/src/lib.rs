@@ -48,19 +48,55 @@ pub async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<(TcpListener, 
     Ok((listener, local))
 }
 
-/// Serves `routes` on `listener` until `shutdown` resolves, then drains in-flight calls.
+/// Accepted connections with Nagle off. `Server::tcp_nodelay` only applies to listeners
+/// tonic binds itself; with our own listener small responses would wait ~40 ms for
+/// delayed ACKs.
+fn nodelay(
+    listener: TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    TcpListenerStream::new(listener).map(|accepted| {
+        accepted.inspect(|stream| {
+            if let Err(err) = stream.set_nodelay(true) {
+                tracing::debug!(error = %err, "could not set TCP_NODELAY");
+            }
+        })
+    })
+}
+
+/// How long in-flight calls may drain after shutdown before the server stops anyway.
+/// Server-streaming calls (WatchEvents) never end on their own, so draining is bounded.
+pub const DRAIN_GRACE: Duration = Duration::from_secs(10);
+
+/// Serves `routes` on `listener` until `shutdown` resolves, then drains in-flight calls
+/// for at most [`DRAIN_GRACE`].
 pub async fn serve(
     listener: TcpListener,
     routes: Routes,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    tonic::transport::Server::builder()
-        .tcp_nodelay(true)
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .add_routes(routes)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await
-        .context("grpc server failed")
+        .serve_with_incoming_shutdown(nodelay(listener), async move {
+            let mut stopped = stopped;
+            let _ = stopped.wait_for(|s| *s).await;
+        });
+    tokio::pin!(server);
+    tokio::select! {
+        result = &mut server => return result.context("grpc server failed"),
+        () = shutdown => {
+            let _ = stop.send(true);
+        }
+    }
+    match tokio::time::timeout(DRAIN_GRACE, server).await {
+        Ok(result) => result.context("grpc server failed"),
+        Err(_) => {
+            tracing::warn!("calls still open after the drain grace period; closing them");
+            Ok(())
+        }
+    }
 }
 
 /// Keeps `service`'s health in step with `check` (e.g. "can I reach my database?"),
