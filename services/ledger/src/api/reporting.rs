@@ -63,6 +63,9 @@ impl ReportingService for ReportingApi {
         &self,
         request: Request<GetReportingStatusRequest>,
     ) -> Result<Response<GetReportingStatusResponse>, Status> {
+        // Any authenticated caller may ask where reports come from; reports themselves
+        // (with their issue) check ownership per account.
+        self.ledger.auth.authenticate(request.metadata()).await?;
         let token = parse_lsn(&request.get_ref().consistency_token)?;
         let fallback = self.ledger.reporting.fallback() == ReportingFallback::Primary;
 
