@@ -11,6 +11,9 @@ DIR=${1:?usage: scripts/run.sh DIR}
 source "$DIR/env"
 export IDENTITY_DATABASE_URL LEDGER_DATABASE_URL PAYMENTS_DATABASE_URL
 export LEDGER_REPORTING_DATABASE_URL REDIS_URL
+# A dev Ed25519 signing key for identity, generated once under the stack directory.
+FERROBANK_IDENTITY_SIGNING_KEY_FILES="$("$REPO/scripts/dev-keys.sh" "$DIR")"
+export FERROBANK_IDENTITY_SIGNING_KEY_FILES
 BIN="$REPO/target/release/ferrobank"
 
 "$BIN" migrate

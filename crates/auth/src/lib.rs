@@ -2,10 +2,11 @@
 //! uses to turn request metadata into one. Services authenticate every call themselves,
 //! even behind the gateway (defence in depth).
 //!
-//! Verified access tokens (JWT, EdDSA) arrive with the identity service. Until then the
-//! only authenticator is [`DevHeaderAuthenticator`], which trusts a metadata header and
-//! therefore is off unless explicitly enabled (`--insecure-dev-principals`) and says so
-//! loudly at startup. Tests use it to act as a given principal.
+//! Production services use [`JwtAuthenticator`]: access tokens (JWT, EdDSA) issued by
+//! the identity service, verified against its published keys ([`keys`], [`jwt`],
+//! [`key_source`]) and checked against Redis for revocation ([`revocation`]).
+//! [`DevHeaderAuthenticator`] trusts a metadata header and therefore is off unless
+//! explicitly enabled (`--insecure-dev-principals`) and says so loudly at startup.
 
 use std::fmt;
 use std::str::FromStr;
@@ -16,6 +17,14 @@ use ferrobank_proto::status;
 use tonic::metadata::MetadataMap;
 use tonic::{Code, Status};
 use uuid::Uuid;
+
+pub mod jwt;
+pub mod key_source;
+pub mod keys;
+pub mod revocation;
+mod verifier;
+
+pub use verifier::{JwtAuthenticator, unix_now, validation_from};
 
 /// What a principal may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -1,0 +1,126 @@
+//! Revoked access tokens in Redis, written by identity (logout, refresh-token reuse,
+//! revoke-all, password change) and read by every verifier.
+//!
+//! Keys: `<prefix>revoked:jti:<uuid>` for one token and `<prefix>revoked:sid:<uuid>`
+//! for a whole session, each expiring when the last token it could refuse has expired
+//! (so Redis holds only what still matters). A check is one `EXISTS` of both keys.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use ferrobank_config::RedisUrl;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use uuid::Uuid;
+
+/// Redis could not be asked (down, timed out, not configured).
+#[derive(Debug, thiserror::Error)]
+#[error("revocation store unavailable: {0}")]
+pub struct RevocationUnavailable(pub String);
+
+/// The revocation store.
+#[derive(Clone)]
+pub struct Revocations {
+    conn: ConnectionManager,
+    prefix: String,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Revocations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Revocations")
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Revocations {
+    /// Connects lazily, so a process starts while Redis is down.
+    pub fn new(url: &RedisUrl, prefix: &str, timeout: Duration) -> anyhow::Result<Self> {
+        let client = redis::Client::open(url.expose()).context("parsing the Redis URL")?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(timeout);
+        let conn = ConnectionManager::new_lazy_with_config(client, config)
+            .context("creating the Redis connection manager")?;
+        Ok(Self {
+            conn,
+            prefix: prefix.to_owned(),
+            timeout,
+        })
+    }
+
+    fn jti_key(&self, jti: Uuid) -> String {
+        format!("{}revoked:jti:{jti}", self.prefix)
+    }
+
+    fn sid_key(&self, sid: Uuid) -> String {
+        format!("{}revoked:sid:{sid}", self.prefix)
+    }
+
+    async fn bounded<T>(
+        &self,
+        fut: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, RevocationUnavailable> {
+        match tokio::time::timeout(self.timeout, fut).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(RevocationUnavailable(e.to_string())),
+            Err(_) => Err(RevocationUnavailable("timed out".to_owned())),
+        }
+    }
+
+    /// Revokes one token until `ttl` from now (its remaining lifetime).
+    pub async fn revoke_token(
+        &self,
+        jti: Uuid,
+        ttl: Duration,
+    ) -> Result<(), RevocationUnavailable> {
+        let ms = ttl.as_millis().max(1) as u64;
+        let mut conn = self.conn.clone();
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.jti_key(jti)).arg(1).arg("PX").arg(ms);
+        self.bounded(cmd.query_async::<()>(&mut conn)).await
+    }
+
+    /// Revokes every token of `sessions` for `ttl` (the access-token lifetime plus
+    /// leeway: no token issued before now outlives it, and no new one is issued).
+    pub async fn revoke_sessions(
+        &self,
+        sessions: &[Uuid],
+        ttl: Duration,
+    ) -> Result<(), RevocationUnavailable> {
+        if sessions.is_empty() {
+            return Ok(());
+        }
+        let ms = ttl.as_millis().max(1) as u64;
+        let mut pipe = redis::pipe();
+        for sid in sessions {
+            pipe.cmd("SET")
+                .arg(self.sid_key(*sid))
+                .arg(1)
+                .arg("PX")
+                .arg(ms)
+                .ignore();
+        }
+        let mut conn = self.conn.clone();
+        self.bounded(pipe.query_async::<()>(&mut conn)).await
+    }
+
+    /// Whether the token `jti` or its session `sid` was revoked.
+    pub async fn is_revoked(
+        &self,
+        jti: Uuid,
+        sid: Option<Uuid>,
+    ) -> Result<bool, RevocationUnavailable> {
+        let mut cmd = redis::cmd("EXISTS");
+        cmd.arg(self.jti_key(jti));
+        if let Some(sid) = sid {
+            cmd.arg(self.sid_key(sid));
+        }
+        let mut conn = self.conn.clone();
+        let n: i64 = self.bounded(cmd.query_async(&mut conn)).await?;
+        Ok(n > 0)
+    }
+}

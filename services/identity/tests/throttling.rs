@@ -1,0 +1,65 @@
+//! Login throttling in Redis: per username and per client IP, the same refusal for
+//! unknown users as for known ones.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use ferrobank_auth::keys::PrivateKey;
+use tonic::Code;
+use tonic_types::StatusExt;
+
+/// After N failed logins the N+1st attempt is RESOURCE_EXHAUSTED with RetryInfo, for a
+/// known user (even with the right password) and for an unknown one alike; before
+/// that, both get the same INVALID_CREDENTIALS answer.
+#[tokio::test]
+async fn n_plus_first_failure_is_throttled() {
+    let fx = Fixture::new().await;
+    let mut config = fx.config(vec![PrivateKey::generate()]).await;
+    config.throttle.per_user = 3;
+    config.throttle.per_ip = 100;
+    config.throttle.window = Duration::from_secs(60);
+    let svc = fx.start(config).await;
+    let mut c = svc.client.clone();
+    sign_up(&mut c, "victim").await;
+
+    for username in ["victim", "nobody-here"] {
+        for attempt in 1..=3 {
+            let err = login(&mut c, username, "wrong password!!")
+                .await
+                .unwrap_err();
+            assert_eq!(err.code(), Code::Unauthenticated, "{username} #{attempt}");
+            assert_eq!(reason(&err), "ERROR_REASON_INVALID_CREDENTIALS");
+            assert_eq!(err.message(), "invalid credentials");
+        }
+        let err = login(&mut c, username, PASSWORD).await.unwrap_err();
+        assert_eq!(err.code(), Code::ResourceExhausted, "{username}");
+        assert_eq!(reason(&err), "ERROR_REASON_LOGIN_THROTTLED");
+        let retry = err.get_details_retry_info().expect("RetryInfo");
+        let delay = retry.retry_delay.expect("retry delay");
+        assert!(delay > Duration::ZERO && delay <= Duration::from_secs(60));
+    }
+    svc.stop().await;
+}
+
+/// The per-IP limit refuses further logins from the same address across usernames,
+/// and a success resets only the username's counter.
+#[tokio::test]
+async fn per_ip_limit_spans_usernames() {
+    let fx = Fixture::new().await;
+    let mut config = fx.config(vec![PrivateKey::generate()]).await;
+    config.throttle.per_user = 10;
+    config.throttle.per_ip = 3;
+    let svc = fx.start(config).await;
+    let mut c = svc.client.clone();
+    sign_up(&mut c, "ivy").await;
+    login(&mut c, "ivy", PASSWORD).await.unwrap();
+    for name in ["u1", "u2", "u3"] {
+        let err = login(&mut c, name, "wrong password!!").await.unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated);
+    }
+    let err = login(&mut c, "ivy", PASSWORD).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    svc.stop().await;
+}
