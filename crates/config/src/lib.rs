@@ -341,6 +341,271 @@ pub struct UpstreamArgs {
     pub payments_upstream: Vec<http_uri::Uri>,
 }
 
+/// What the gateway does when Redis (rate limits, idempotency) cannot be reached.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum RedisFallback {
+    /// Keep serving: rate limits fall back to an in-process limiter per gateway replica
+    /// (the same limits, counted locally, so N replicas admit up to N times the limit);
+    /// idempotency is skipped (the ledger's own `request_id` still deduplicates).
+    #[default]
+    Local,
+    /// Keep serving without rate limits or idempotency.
+    Open,
+    /// Refuse rate-limited and idempotent calls with UNAVAILABLE.
+    Closed,
+}
+
+/// The gateway's tower stack: deadlines, load shedding, message size, Redis rate limits
+/// and idempotency. Rates are requests per minute per principal (or per client IP when
+/// anonymous) and method class; a rate of 0 turns that class's limit off.
+#[derive(Args, Clone, Debug)]
+pub struct GatewayArgs {
+    /// Redis for rate limits and idempotency, shared by every gateway replica. Without
+    /// it the gateway limits in process and skips idempotency.
+    #[arg(long, env = "REDIS_URL")]
+    pub gateway_redis_url: Option<RedisUrl>,
+    /// Prefix of every Redis key the gateway writes.
+    #[arg(long, env = "FERROBANK_GATEWAY_REDIS_PREFIX", default_value = "fb:gw:")]
+    pub gateway_redis_prefix: String,
+    /// Milliseconds a Redis command may take before the call uses the fallback.
+    #[arg(
+        long,
+        env = "FERROBANK_GATEWAY_REDIS_TIMEOUT_MS",
+        default_value_t = 100
+    )]
+    pub gateway_redis_timeout_ms: u64,
+    /// What happens while Redis is unreachable.
+    #[arg(long, env = "FERROBANK_GATEWAY_REDIS_FALLBACK", value_enum, default_value_t = RedisFallback::Local)]
+    pub gateway_redis_fallback: RedisFallback,
+    /// Deadline (ms) for unary calls that send no `grpc-timeout`.
+    #[arg(
+        long,
+        env = "FERROBANK_GATEWAY_DEFAULT_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    pub gateway_default_timeout_ms: u64,
+    /// Upper bound (ms) on a unary call's `grpc-timeout`.
+    #[arg(
+        long,
+        env = "FERROBANK_GATEWAY_MAX_TIMEOUT_MS",
+        default_value_t = 60_000
+    )]
+    pub gateway_max_timeout_ms: u64,
+    /// Calls in flight across the whole gateway; beyond it calls are shed UNAVAILABLE.
+    #[arg(long, env = "FERROBANK_GATEWAY_MAX_IN_FLIGHT", default_value_t = 1024)]
+    pub gateway_max_in_flight: usize,
+    /// Calls in flight per principal (or client IP); beyond it RESOURCE_EXHAUSTED.
+    #[arg(
+        long,
+        env = "FERROBANK_GATEWAY_MAX_IN_FLIGHT_PER_PRINCIPAL",
+        default_value_t = 64
+    )]
+    pub gateway_max_in_flight_per_principal: u32,
+    /// Largest gRPC message (bytes) a client may send; larger is RESOURCE_EXHAUSTED.
+    #[arg(long, env = "FERROBANK_GATEWAY_MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub gateway_max_message_bytes: usize,
+    /// Read calls (Get*, List*, Watch*) per minute.
+    #[arg(
+        long,
+        env = "FERROBANK_GATEWAY_RATE_READ_PER_MIN",
+        default_value_t = 6000
+    )]
+    pub gateway_rate_read_per_min: u32,
+    /// Read calls allowed in a burst.
+    #[arg(long, env = "FERROBANK_GATEWAY_BURST_READ", default_value_t = 200)]
+    pub gateway_burst_read: u32,
+    /// Write calls (every other authenticated method) per minute.
+    #[arg(
+        long,
+        env = "FERROBANK_GATEWAY_RATE_WRITE_PER_MIN",
+        default_value_t = 1200
+    )]
+    pub gateway_rate_write_per_min: u32,
+    /// Write calls allowed in a burst.
+    #[arg(long, env = "FERROBANK_GATEWAY_BURST_WRITE", default_value_t = 50)]
+    pub gateway_burst_write: u32,
+    /// Login-class calls (Login, RefreshSession, CreateUser) per minute.
+    #[arg(
+        long,
+        env = "FERROBANK_GATEWAY_RATE_LOGIN_PER_MIN",
+        default_value_t = 30
+    )]
+    pub gateway_rate_login_per_min: u32,
+    /// Login-class calls allowed in a burst.
+    #[arg(long, env = "FERROBANK_GATEWAY_BURST_LOGIN", default_value_t = 10)]
+    pub gateway_burst_login: u32,
+    /// Hours a stored idempotent response is replayed.
+    #[arg(
+        long,
+        env = "FERROBANK_GATEWAY_IDEMPOTENCY_TTL_HOURS",
+        default_value_t = 24
+    )]
+    pub gateway_idempotency_ttl_hours: u64,
+}
+
+/// What a token verifier does when Redis cannot answer a revocation check.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum RevocationFallback {
+    /// Refuse the call with UNAVAILABLE: a logged-out token is never accepted, at the
+    /// price of refusing every token while Redis is down. The default.
+    #[default]
+    Closed,
+    /// Accept tokens whose signature and claims verify, with a warning: logout and
+    /// revoke-all are not enforced until Redis is back (tokens still expire).
+    Open,
+}
+
+/// How services verify access tokens (JWT, EdDSA) issued by the identity service.
+#[derive(Args, Clone, Debug)]
+pub struct JwtArgs {
+    /// The `iss` claim identity writes and verifiers require.
+    #[arg(
+        long,
+        env = "FERROBANK_JWT_ISSUER",
+        default_value = "ferrobank-identity",
+        global = true
+    )]
+    pub jwt_issuer: String,
+    /// The `aud` claim identity writes and verifiers require.
+    #[arg(
+        long,
+        env = "FERROBANK_JWT_AUDIENCE",
+        default_value = "ferrobank",
+        global = true
+    )]
+    pub jwt_audience: String,
+    /// Seconds of clock skew tolerated on `exp`, `nbf` and `iat`.
+    #[arg(
+        long,
+        env = "FERROBANK_JWT_LEEWAY_SECS",
+        default_value_t = 30,
+        global = true
+    )]
+    pub jwt_leeway_secs: u64,
+    /// The identity service whose GetJwks publishes the verification keys. Unset in
+    /// `ferrobank all`, where services share identity's key set in process.
+    #[arg(long, env = "FERROBANK_JWT_JWKS_UPSTREAM", global = true)]
+    pub jwt_jwks_upstream: Option<http_uri::Uri>,
+    /// Redis holding revoked token ids (`jti`) and sessions (`sid`), written by identity.
+    #[arg(long = "jwt-redis-url", env = "REDIS_URL", global = true)]
+    pub jwt_redis_url: Option<RedisUrl>,
+    /// Prefix of the revocation keys; identity and every verifier must agree on it.
+    #[arg(
+        long,
+        env = "FERROBANK_JWT_REDIS_PREFIX",
+        default_value = "fb:auth:",
+        global = true
+    )]
+    pub jwt_redis_prefix: String,
+    /// Milliseconds a revocation check may take before the fallback applies.
+    #[arg(
+        long,
+        env = "FERROBANK_JWT_REDIS_TIMEOUT_MS",
+        default_value_t = 200,
+        global = true
+    )]
+    pub jwt_redis_timeout_ms: u64,
+    /// What verification does when the revocation check cannot be made (Redis down or
+    /// not configured): `closed` refuses the call (UNAVAILABLE), `open` accepts it.
+    #[arg(long, env = "FERROBANK_JWT_REVOCATION_FALLBACK", value_enum, default_value_t = RevocationFallback::Closed, global = true)]
+    pub jwt_revocation_fallback: RevocationFallback,
+}
+
+/// The identity service: signing keys, token lifetimes, password hashing and login
+/// throttling. Issuer, audience and the revocation Redis come from [`JwtArgs`].
+#[derive(Args, Clone, Debug)]
+pub struct IdentityArgs {
+    /// PKCS#8 PEM files holding Ed25519 private keys (`openssl genpkey -algorithm
+    /// ed25519`), comma-separated. The first signs new tokens; the others are only
+    /// published and verified, so tokens they signed keep working until they expire.
+    /// Rotate by putting a new key first, then drop the old one after the access TTL.
+    #[arg(
+        long,
+        env = "FERROBANK_IDENTITY_SIGNING_KEY_FILES",
+        value_delimiter = ','
+    )]
+    pub identity_signing_key_files: Vec<std::path::PathBuf>,
+    /// The same as PEM text (one or more concatenated blocks), for deployments that
+    /// inject secrets as environment variables. These keys come before the files.
+    #[arg(
+        long,
+        env = "FERROBANK_IDENTITY_SIGNING_KEYS_PEM",
+        hide_env_values = true
+    )]
+    pub identity_signing_keys_pem: Option<SecretString>,
+    /// Lifetime of an access token, in seconds.
+    #[arg(
+        long,
+        env = "FERROBANK_IDENTITY_ACCESS_TTL_SECS",
+        default_value_t = 900
+    )]
+    pub identity_access_ttl_secs: u64,
+    /// Lifetime of a refresh token (and so of an idle session), in seconds.
+    #[arg(long, env = "FERROBANK_IDENTITY_REFRESH_TTL_SECS", default_value_t = 30 * 24 * 3600)]
+    pub identity_refresh_ttl_secs: u64,
+    /// argon2id memory cost in KiB (OWASP: 19456 with 2 iterations).
+    #[arg(
+        long,
+        env = "FERROBANK_IDENTITY_ARGON2_MEMORY_KIB",
+        default_value_t = 19_456
+    )]
+    pub identity_argon2_memory_kib: u32,
+    /// argon2id iterations.
+    #[arg(
+        long,
+        env = "FERROBANK_IDENTITY_ARGON2_ITERATIONS",
+        default_value_t = 2
+    )]
+    pub identity_argon2_iterations: u32,
+    /// argon2id lanes.
+    #[arg(
+        long,
+        env = "FERROBANK_IDENTITY_ARGON2_PARALLELISM",
+        default_value_t = 1
+    )]
+    pub identity_argon2_parallelism: u32,
+    /// Shortest password accepted (characters).
+    #[arg(
+        long,
+        env = "FERROBANK_IDENTITY_PASSWORD_MIN_LENGTH",
+        default_value_t = 12
+    )]
+    pub identity_password_min_length: usize,
+    /// Failed logins per username within the window before logins are throttled.
+    #[arg(
+        long,
+        env = "FERROBANK_IDENTITY_LOGIN_MAX_FAILURES_PER_USER",
+        default_value_t = 5
+    )]
+    pub identity_login_max_failures_per_user: u32,
+    /// Failed logins per client IP within the window before logins are throttled.
+    #[arg(
+        long,
+        env = "FERROBANK_IDENTITY_LOGIN_MAX_FAILURES_PER_IP",
+        default_value_t = 50
+    )]
+    pub identity_login_max_failures_per_ip: u32,
+    /// The throttling window, in seconds (counted from the first failure).
+    #[arg(
+        long,
+        env = "FERROBANK_IDENTITY_LOGIN_WINDOW_SECS",
+        default_value_t = 900
+    )]
+    pub identity_login_window_secs: u64,
+    /// Take the client IP from the first `x-forwarded-for` entry instead of the TCP
+    /// peer. Only behind a proxy that overwrites the header (the gateway does);
+    /// otherwise a client could pick its own IP and dodge per-IP throttling.
+    #[arg(long, env = "FERROBANK_IDENTITY_TRUST_FORWARDED_FOR", default_value_t = false, action = clap::ArgAction::Set)]
+    pub identity_trust_forwarded_for: bool,
+    /// Prefix of identity's own Redis keys (login throttling).
+    #[arg(
+        long,
+        env = "FERROBANK_IDENTITY_REDIS_PREFIX",
+        default_value = "fb:id:"
+    )]
+    pub identity_redis_prefix: String,
+}
+
 /// A parsed upstream URI (kept as text plus validation so this crate needs no `http`).
 pub mod http_uri {
     use std::str::FromStr;

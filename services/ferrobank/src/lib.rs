@@ -2,7 +2,6 @@
 //! service on its own listener, the gateway in front, one shutdown signal for all.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use anyhow::Context;
 use ferrobank_config::{DatabaseSettings, http_uri::Uri};
@@ -23,16 +22,28 @@ pub struct PlatformConfig {
     pub payments: DatabaseSettings,
     /// How services authenticate callers.
     pub auth: ferrobank_config::AuthArgs,
+    /// The gateway's layers (Redis, limits, timeouts); defaults without Redis when unset.
+    pub gateway: Option<ferrobank_config::GatewayArgs>,
 }
 
-/// The authenticator the configuration asks for: verified tokens once identity issues
-/// them; until then the dev header when explicitly enabled, else nobody.
+/// The authenticator the configuration asks for: the dev header only when explicitly
+/// enabled, else verified tokens when a JWT verifier is configured, else nobody.
 pub fn authenticator(args: &ferrobank_config::AuthArgs) -> ferrobank_auth::SharedAuthenticator {
+    authenticator_with_jwt(args, None)
+}
+
+/// [`authenticator`] with a JWT verifier (identity's keys in process, or its JWKS).
+pub fn authenticator_with_jwt(
+    args: &ferrobank_config::AuthArgs,
+    jwt: Option<ferrobank_auth::JwtAuthenticator>,
+) -> ferrobank_auth::SharedAuthenticator {
     if args.insecure_dev_principals {
         tracing::warn!(
             "INSECURE: trusting x-ferrobank-dev-principal headers; never use this in production"
         );
         std::sync::Arc::new(ferrobank_auth::DevHeaderAuthenticator)
+    } else if let Some(jwt) = jwt {
+        std::sync::Arc::new(jwt)
     } else {
         std::sync::Arc::new(ferrobank_auth::DenyAll)
     }
@@ -58,8 +69,18 @@ pub async fn shutdown_signal(mut rx: watch::Receiver<bool>) {
 }
 
 impl Platform {
-    /// Binds every listener, then starts the services and the gateway.
+    /// Binds every listener, then starts the services and the gateway. Identity gets an
+    /// ephemeral key and no Redis; see [`Platform::start_with_identity`].
     pub async fn start(config: PlatformConfig) -> anyhow::Result<Self> {
+        Self::start_with_identity(config, ferrobank_identity::IdentityConfig::ephemeral()).await
+    }
+
+    /// [`Platform::start`] with identity's keys, token settings and Redis; the other
+    /// services verify identity's tokens with its keys in process.
+    pub async fn start_with_identity(
+        config: PlatformConfig,
+        identity_config: ferrobank_identity::IdentityConfig,
+    ) -> anyhow::Result<Self> {
         let (identity_l, identity_addr) =
             ferrobank_server::bind(config.listen.identity_addr, "identity").await?;
         let (ledger_l, ledger_addr) =
@@ -72,8 +93,9 @@ impl Platform {
         let (shutdown, rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
 
-        let identity =
-            ferrobank_identity::Identity::new(&config.identity).context("starting identity")?;
+        let identity = ferrobank_identity::Identity::new(&config.identity, identity_config)
+            .context("starting identity")?;
+        let jwt = Some(identity.authenticator());
         tasks.spawn({
             let rx = rx.clone();
             async move {
@@ -83,8 +105,11 @@ impl Platform {
                 )
             }
         });
-        let ledger = ferrobank_ledger::Ledger::new(&config.ledger, authenticator(&config.auth))
-            .context("starting ledger")?;
+        let ledger = ferrobank_ledger::Ledger::new(
+            &config.ledger,
+            authenticator_with_jwt(&config.auth, jwt.clone()),
+        )
+        .context("starting ledger")?;
         tasks.spawn({
             let rx = rx.clone();
             async move { ("ledger", ledger.serve(ledger_l, shutdown_signal(rx)).await) }
@@ -108,12 +133,23 @@ impl Platform {
                     .map_err(anyhow::Error::msg)?,
             ])
         };
-        let gateway = GatewayConfig {
-            identity: upstream(identity_addr)?,
-            ledger: upstream(ledger_addr)?,
-            payments: upstream(payments_addr)?,
-            connect_timeout: Duration::from_secs(1),
-            health_interval: Duration::from_secs(2),
+        let gateway_auth = authenticator_with_jwt(&config.auth, jwt.clone());
+        let gateway = match &config.gateway {
+            Some(args) => GatewayConfig::from_args(
+                &ferrobank_config::UpstreamArgs {
+                    identity_upstream: upstream(identity_addr)?,
+                    ledger_upstream: upstream(ledger_addr)?,
+                    payments_upstream: upstream(payments_addr)?,
+                },
+                args,
+                gateway_auth,
+            ),
+            None => GatewayConfig::new(
+                upstream(identity_addr)?,
+                upstream(ledger_addr)?,
+                upstream(payments_addr)?,
+                gateway_auth,
+            ),
         };
         tasks.spawn({
             let rx = rx.clone();

@@ -8,8 +8,8 @@ use anyhow::Context;
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use ferrobank::{Platform, PlatformConfig, shutdown_signal};
 use ferrobank_config::{
-    AuthArgs, IdentityDbArgs, LedgerDbArgs, ListenArgs, PaymentsDbArgs, PgUrl, PoolArgs,
-    TelemetryArgs, UpstreamArgs,
+    AuthArgs, GatewayArgs, IdentityArgs, IdentityDbArgs, JwtArgs, LedgerDbArgs, ListenArgs,
+    PaymentsDbArgs, PgUrl, PoolArgs, TelemetryArgs, UpstreamArgs,
 };
 use tokio::sync::watch;
 
@@ -23,6 +23,8 @@ struct Cli {
     pool: PoolArgs,
     #[command(flatten)]
     auth: AuthArgs,
+    #[command(flatten)]
+    jwt: JwtArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -38,9 +40,13 @@ enum Command {
         #[command(flatten)]
         identity: IdentityDbArgs,
         #[command(flatten)]
+        identity_args: IdentityArgs,
+        #[command(flatten)]
         ledger: LedgerDbArgs,
         #[command(flatten)]
         payments: PaymentsDbArgs,
+        #[command(flatten)]
+        gateway: GatewayArgs,
     },
     /// The public gateway.
     Gateway {
@@ -53,6 +59,8 @@ enum Command {
         listen: std::net::SocketAddr,
         #[command(flatten)]
         upstreams: UpstreamArgs,
+        #[command(flatten)]
+        gateway: GatewayArgs,
     },
     /// The identity service.
     Identity {
@@ -65,6 +73,8 @@ enum Command {
         listen: std::net::SocketAddr,
         #[command(flatten)]
         db: IdentityDbArgs,
+        #[command(flatten)]
+        identity_args: IdentityArgs,
     },
     /// The ledger service (and reporting).
     Ledger {
@@ -94,6 +104,33 @@ enum Command {
     Migrate(MigrateArgs),
     /// Lints SQL migrations for operationally unsafe DDL.
     LintMigrations(ferrobank_migration_lint::LintArgs),
+    /// Administration tools.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum AdminCommand {
+    /// Creates a user of any role (the first admin): the password is read from
+    /// FERROBANK_ADMIN_PASSWORD, else from the first line of standard input.
+    CreateUser {
+        /// Sign-in name.
+        #[arg(long)]
+        username: String,
+        /// Email address.
+        #[arg(long)]
+        email: String,
+        /// Name shown to people.
+        #[arg(long, default_value = "")]
+        display_name: String,
+        /// customer, operator or admin.
+        #[arg(long, default_value = "admin")]
+        role: String,
+        #[command(flatten)]
+        db: IdentityDbArgs,
+        #[command(flatten)]
+        identity_args: IdentityArgs,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -175,9 +212,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         tracing::info!("shutdown requested");
         let _ = stop.send(true);
     });
+    // Identity's settings are loaded before the admin port starts, so the port can
+    // publish /.well-known/jwks.json.
+    let identity_config = match &cli.command {
+        Command::All { identity_args, .. } | Command::Identity { identity_args, .. } => Some(
+            ferrobank_identity::IdentityConfig::from_args(identity_args, &cli.jwt)?,
+        ),
+        _ => None,
+    };
+    let mut admin_router = ferrobank_telemetry::admin_router();
+    if let Some(config) = &identity_config {
+        admin_router = admin_router.merge(ferrobank_identity::jwks_router(config));
+    }
     let (admin_addr, _admin) = ferrobank_telemetry::serve_admin(
         cli.telemetry.admin_addr,
-        ferrobank_telemetry::admin_router(),
+        admin_router,
         shutdown_signal(rx.clone()),
     )
     .await?;
@@ -190,14 +239,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             identity,
             ledger,
             payments,
+            gateway,
+            ..
         } => {
-            let platform = Platform::start(PlatformConfig {
-                listen,
-                identity: identity.settings(pool),
-                ledger: ledger.settings(pool),
-                payments: payments.settings(pool),
-                auth: cli.auth.clone(),
-            })
+            let identity_config = identity_config.context("identity settings")?;
+            let platform = Platform::start_with_identity(
+                PlatformConfig {
+                    listen,
+                    identity: identity.settings(pool),
+                    ledger: ledger.settings(pool),
+                    payments: payments.settings(pool),
+                    auth: cli.auth.clone(),
+                    gateway: Some(gateway),
+                },
+                identity_config,
+            )
             .await?;
             let handle = platform.shutdown_handle();
             let mut rx = rx;
@@ -207,26 +263,38 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             });
             platform.run().await
         }
-        Command::Gateway { listen, upstreams } => {
+        Command::Gateway {
+            listen,
+            upstreams,
+            gateway,
+        } => {
             let (listener, _) = ferrobank_server::bind(listen, "gateway").await?;
             ferrobank_gateway::serve(
-                ferrobank_gateway::GatewayConfig::from_args(&upstreams),
+                ferrobank_gateway::GatewayConfig::from_args(
+                    &upstreams,
+                    &gateway,
+                    ferrobank::authenticator_with_jwt(&cli.auth, jwt_verifier(&cli.jwt)?),
+                ),
                 listener,
                 shutdown_signal(rx),
             )
             .await
         }
-        Command::Identity { listen, db } => {
+        Command::Identity { listen, db, .. } => {
             let (listener, _) = ferrobank_server::bind(listen, "identity").await?;
-            ferrobank_identity::Identity::new(&db.settings(pool))?
+            let config = identity_config.context("identity settings")?;
+            ferrobank_identity::Identity::new(&db.settings(pool), config)?
                 .serve(listener, shutdown_signal(rx))
                 .await
         }
         Command::Ledger { listen, db } => {
             let (listener, _) = ferrobank_server::bind(listen, "ledger").await?;
-            ferrobank_ledger::Ledger::new(&db.settings(pool), ferrobank::authenticator(&cli.auth))?
-                .serve(listener, shutdown_signal(rx))
-                .await
+            ferrobank_ledger::Ledger::new(
+                &db.settings(pool),
+                ferrobank::authenticator_with_jwt(&cli.auth, jwt_verifier(&cli.jwt)?),
+            )?
+            .serve(listener, shutdown_signal(rx))
+            .await
         }
         Command::Payments { listen, db } => {
             let (listener, _) = ferrobank_server::bind(listen, "payments").await?;
@@ -236,6 +304,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Migrate(args) => migrate(args).await,
         Command::LintMigrations(_) => unreachable!("handled before the runtime starts"),
+        Command::Admin(AdminCommand::CreateUser {
+            username,
+            email,
+            display_name,
+            role,
+            db,
+            identity_args,
+        }) => {
+            admin_create_user(
+                &db.settings(pool),
+                &identity_args,
+                username,
+                email,
+                display_name,
+                &role,
+            )
+            .await
+        }
     }
 }
 
@@ -290,6 +376,78 @@ async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// A JWT verifier when identity's JWKS is configured (`--jwt-jwks-upstream`).
+fn jwt_verifier(args: &JwtArgs) -> anyhow::Result<Option<ferrobank_auth::JwtAuthenticator>> {
+    if args.jwt_jwks_upstream.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(ferrobank_auth::JwtAuthenticator::from_args(
+        args, None,
+    )?))
+}
+
+/// `ferrobank admin create-user`: any role, no caller check (whoever can reach the
+/// database is already trusted). The password never appears on the command line.
+async fn admin_create_user(
+    settings: &ferrobank_config::DatabaseSettings,
+    args: &IdentityArgs,
+    username: String,
+    email: String,
+    display_name: String,
+    role: &str,
+) -> anyhow::Result<()> {
+    let role: ferrobank_auth::Role = role
+        .parse()
+        .map_err(|()| anyhow::anyhow!("--role must be customer, operator or admin"))?;
+    let password = match std::env::var("FERROBANK_ADMIN_PASSWORD") {
+        Ok(p) => p,
+        Err(_) => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("reading the password from stdin")?;
+            line.trim_end_matches(['\r', '\n']).to_owned()
+        }
+    };
+    // Keys are not used to create a user; only the password policy and argon2 cost are.
+    let mut config = ferrobank_identity::IdentityConfig::ephemeral();
+    config.argon2 = ferrobank_identity::Argon2Params {
+        memory_kib: args.identity_argon2_memory_kib,
+        iterations: args.identity_argon2_iterations,
+        parallelism: args.identity_argon2_parallelism,
+    };
+    config.password_min_length = args.identity_password_min_length;
+    let identity = ferrobank_identity::Identity::new(settings, config)?;
+    let user = identity
+        .app()
+        .create_user(
+            None,
+            true,
+            ferrobank_identity::app::CreateUser {
+                request_id: uuid_v4(),
+                username,
+                email,
+                display_name,
+                password: password.into(),
+                role: Some(role),
+            },
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    writeln!(
+        std::io::stdout().lock(),
+        "created {} {} ({})",
+        user.role,
+        user.username,
+        user.id
+    )?;
+    Ok(())
+}
+
+fn uuid_v4() -> ferrobank_identity::app::RequestId {
+    ferrobank_identity::app::RequestId::new_v4()
 }
 
 async fn wait_for_signal() {

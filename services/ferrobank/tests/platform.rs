@@ -44,6 +44,7 @@ async fn start() -> (Platform, Vec<TestDb>) {
         ledger: ledger.settings.clone(),
         payments: payments.settings.clone(),
         auth: ferrobank_config::AuthArgs::default(),
+        gateway: None,
     })
     .await
     .unwrap();
@@ -157,11 +158,60 @@ async fn gateway_lists_services_and_reports_health() {
     running.await.unwrap().unwrap();
 }
 
-/// A call to an RPC that is not built yet crosses the gateway and comes back
-/// UNIMPLEMENTED; a service the gateway does not know is UNIMPLEMENTED too.
+async fn start_with_redis() -> (Platform, Vec<TestDb>) {
+    let identity = TestDb::new("identity", ferrobank_identity::migrations)
+        .await
+        .unwrap();
+    let ledger = TestDb::new("ledger", ferrobank_ledger::migrations)
+        .await
+        .unwrap();
+    let payments = TestDb::new("payments", ferrobank_payments::migrations)
+        .await
+        .unwrap();
+    let keys =
+        ferrobank_auth::keys::KeyRing::new(vec![ferrobank_auth::keys::PrivateKey::generate()])
+            .unwrap();
+    let identity_config = ferrobank_identity::IdentityConfig::with_keys(
+        keys,
+        Some(ferrobank_testkit::env().await.redis_url()),
+        &ferrobank_testkit::redis_prefix(),
+    );
+    let platform = Platform::start_with_identity(
+        PlatformConfig {
+            listen: port_zero(),
+            identity: identity.settings.clone(),
+            ledger: ledger.settings.clone(),
+            payments: payments.settings.clone(),
+            auth: ferrobank_config::AuthArgs::default(),
+            gateway: None,
+        },
+        identity_config,
+    )
+    .await
+    .unwrap();
+    (platform, vec![identity, ledger, payments])
+}
+
+fn bearer<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+}
+
+/// Through the gateway: sign up and log in with identity, then the returned token opens
+/// an account on the ledger; the same call without a token is UNAUTHENTICATED; an RPC
+/// that is not built yet answers UNIMPLEMENTED to an authenticated caller, and a
+/// service the gateway does not know is UNIMPLEMENTED too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unbuilt_and_unknown_methods_are_unimplemented() {
-    let (platform, _dbs) = start().await;
+async fn token_from_identity_is_accepted_by_the_ledger_through_the_gateway() {
+    use ferrobank_proto::identity::identity_service_client::IdentityServiceClient;
+    use ferrobank_proto::identity::{CreateUserRequest, LoginRequest};
+    use ferrobank_proto::ledger::OpenAccountRequest;
+    use ferrobank_proto::ledger::ledger_service_client::LedgerServiceClient;
+
+    let (platform, _dbs) = start_with_redis().await;
     let channel = Channel::from_shared(format!("http://{}", platform.gateway_addr))
         .unwrap()
         .connect()
@@ -170,12 +220,59 @@ async fn unbuilt_and_unknown_methods_are_unimplemented() {
     let stop = platform.shutdown_handle();
     let running = tokio::spawn(platform.run());
 
+    let mut identity = IdentityServiceClient::new(channel.clone());
+    let user = identity
+        .create_user(CreateUserRequest {
+            request_id: uuid::Uuid::new_v4().to_string(),
+            username: "ada".into(),
+            email: "ada@example.test".into(),
+            display_name: "Ada".into(),
+            password: "correct horse battery staple".into(),
+            role: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    let login = identity
+        .login(LoginRequest {
+            username: "ada".into(),
+            password: "correct horse battery staple".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+
+    let open = || OpenAccountRequest {
+        request_id: uuid::Uuid::new_v4().to_string(),
+        owner_id: user.id.clone(),
+        currency_code: "USD".into(),
+        ..Default::default()
+    };
+    let mut ledger = LedgerServiceClient::new(channel.clone());
+    let account = ledger
+        .open_account(bearer(open(), &login.access_token))
+        .await
+        .unwrap()
+        .into_inner()
+        .account
+        .unwrap();
+    assert_eq!(account.owner_id, user.id);
+    assert_eq!(account.currency_code, "USD");
+
+    let refused = ledger.open_account(open()).await.unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated);
+
     let mut payments =
         ferrobank_proto::payments::payments_service_client::PaymentsServiceClient::new(
             channel.clone(),
         );
     let status = payments
-        .get_payment(ferrobank_proto::payments::GetPaymentRequest::default())
+        .get_payment(bearer(
+            ferrobank_proto::payments::GetPaymentRequest::default(),
+            &login.access_token,
+        ))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::Unimplemented);
@@ -185,7 +282,7 @@ async fn unbuilt_and_unknown_methods_are_unimplemented() {
     grpc.ready().await.unwrap();
     let status = grpc
         .unary::<_, (), _>(
-            tonic::Request::new(()),
+            bearer((), &login.access_token),
             "/ferrobank.nope.v1.NopeService/Call".parse().unwrap(),
             tonic_prost::ProstCodec::<(), ()>::default(),
         )
@@ -199,9 +296,12 @@ async fn unbuilt_and_unknown_methods_are_unimplemented() {
             channel.clone(),
         );
     let bad = reporting
-        .get_reporting_status(ferrobank_proto::reporting::GetReportingStatusRequest {
-            consistency_token: "zz".into(),
-        })
+        .get_reporting_status(bearer(
+            ferrobank_proto::reporting::GetReportingStatusRequest {
+                consistency_token: "zz".into(),
+            },
+            &login.access_token,
+        ))
         .await
         .unwrap_err();
     assert_eq!(bad.code(), Code::InvalidArgument);

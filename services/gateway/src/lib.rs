@@ -1,21 +1,37 @@
-//! The gateway: the platform's one public gRPC port. It routes each call by its service
-//! path to an upstream channel without decoding the message, and serves reflection and
-//! health for the whole platform.
+//! The gateway: the platform's one public gRPC (and gRPC-Web) port. A tower stack —
+//! request ids, tracing, deadlines, load shedding, authentication, per-caller fairness,
+//! Redis rate limits and idempotency, built in [`stack`] — sits in front of a router
+//! that forwards each call by its service path to an upstream channel without decoding
+//! the message. It also serves reflection and health for the whole platform.
 
+pub mod layers;
+mod methods;
 mod proxy;
+pub mod redis_store;
 mod upstream_health;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use ferrobank_auth::SharedAuthenticator;
 use ferrobank_config::http_uri::Uri;
+use ferrobank_config::{GatewayArgs, RedisFallback, RedisUrl, UpstreamArgs};
 use tokio::net::TcpListener;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::RoutesBuilder;
 use tonic::transport::{Channel, Endpoint};
+use tower::ServiceBuilder;
 
-/// Where the gateway sends each domain service's calls.
-#[derive(Clone, Debug)]
+pub use layers::idempotency::{IDEMPOTENCY_KEY, REPLAY_HEADER};
+pub use layers::rate_limit::{Rate, Rates};
+pub use methods::MethodClass;
+use redis_store::RedisStore;
+
+/// Everything the gateway needs: upstreams, the authenticator, Redis and the limits.
+#[derive(Clone)]
 pub struct GatewayConfig {
     /// Identity upstream endpoints.
     pub identity: Vec<Uri>,
@@ -27,17 +43,104 @@ pub struct GatewayConfig {
     pub connect_timeout: Duration,
     /// How often upstream health is polled.
     pub health_interval: Duration,
+    /// Verifies callers of non-public methods.
+    pub auth: SharedAuthenticator,
+    /// Redis for shared rate limits and idempotency; `None`: in-process limits, no
+    /// idempotency.
+    pub redis_url: Option<RedisUrl>,
+    /// Prefix of every Redis key the gateway writes.
+    pub redis_prefix: String,
+    /// Bound on one Redis command.
+    pub redis_timeout: Duration,
+    /// What happens while Redis is unreachable.
+    pub redis_fallback: RedisFallback,
+    /// Deadline of a unary call that sends no `grpc-timeout`.
+    pub default_timeout: Duration,
+    /// Cap on a unary call's `grpc-timeout`.
+    pub max_timeout: Duration,
+    /// Calls in flight across the gateway before shedding.
+    pub max_in_flight: usize,
+    /// Calls in flight per caller.
+    pub max_in_flight_per_caller: u32,
+    /// Largest message a client may send.
+    pub max_message_bytes: usize,
+    /// Rate limits per method class.
+    pub rates: Rates,
+    /// How long idempotent responses are kept.
+    pub idempotency_ttl: Duration,
+}
+
+impl std::fmt::Debug for GatewayConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayConfig")
+            .field("identity", &self.identity)
+            .field("ledger", &self.ledger)
+            .field("payments", &self.payments)
+            .field("redis_url", &self.redis_url)
+            .field("redis_fallback", &self.redis_fallback)
+            .field("rates", &self.rates)
+            .finish_non_exhaustive()
+    }
 }
 
 impl GatewayConfig {
-    /// Upstreams from the `ferrobank gateway` flags.
-    pub fn from_args(args: &ferrobank_config::UpstreamArgs) -> Self {
+    /// The given upstreams and authenticator with every other setting at the
+    /// documented default of [`GatewayArgs`], and no Redis.
+    pub fn new(
+        identity: Vec<Uri>,
+        ledger: Vec<Uri>,
+        payments: Vec<Uri>,
+        auth: SharedAuthenticator,
+    ) -> Self {
         Self {
-            identity: args.identity_upstream.clone(),
-            ledger: args.ledger_upstream.clone(),
-            payments: args.payments_upstream.clone(),
+            identity,
+            ledger,
+            payments,
             connect_timeout: Duration::from_secs(1),
             health_interval: Duration::from_secs(2),
+            auth,
+            redis_url: None,
+            redis_prefix: "fb:gw:".to_owned(),
+            redis_timeout: Duration::from_millis(100),
+            redis_fallback: RedisFallback::Local,
+            default_timeout: Duration::from_secs(10),
+            max_timeout: Duration::from_secs(60),
+            max_in_flight: 1024,
+            max_in_flight_per_caller: 64,
+            max_message_bytes: 4 * 1024 * 1024,
+            rates: [Rate::new(6000, 200), Rate::new(1200, 50), Rate::new(30, 10)],
+            idempotency_ttl: Duration::from_secs(24 * 3600),
+        }
+    }
+
+    /// From the `ferrobank gateway` flags.
+    pub fn from_args(
+        upstreams: &UpstreamArgs,
+        args: &GatewayArgs,
+        auth: SharedAuthenticator,
+    ) -> Self {
+        Self {
+            redis_url: args.gateway_redis_url.clone(),
+            redis_prefix: args.gateway_redis_prefix.clone(),
+            redis_timeout: Duration::from_millis(args.gateway_redis_timeout_ms),
+            redis_fallback: args.gateway_redis_fallback,
+            default_timeout: Duration::from_millis(args.gateway_default_timeout_ms),
+            max_timeout: Duration::from_millis(args.gateway_max_timeout_ms),
+            max_in_flight: args.gateway_max_in_flight,
+            max_in_flight_per_caller: args.gateway_max_in_flight_per_principal,
+            max_message_bytes: args.gateway_max_message_bytes,
+            rates: [
+                Rate::new(args.gateway_rate_read_per_min, args.gateway_burst_read),
+                Rate::new(args.gateway_rate_write_per_min, args.gateway_burst_write),
+                Rate::new(args.gateway_rate_login_per_min, args.gateway_burst_login),
+            ],
+            idempotency_ttl: Duration::from_secs(args.gateway_idempotency_ttl_hours * 3600),
+            ..Self::new(
+                upstreams.identity_upstream.clone(),
+                upstreams.ledger_upstream.clone(),
+                upstreams.payments_upstream.clone(),
+                auth,
+            )
         }
     }
 }
@@ -66,6 +169,77 @@ fn channel(uris: &[Uri], connect_timeout: Duration) -> anyhow::Result<Channel> {
     }
 }
 
+/// The gateway's middleware, outermost first. Every layer below rescue refuses with a
+/// ready gRPC response (or an error rescue maps), so nothing here ever queues a call.
+pub fn stack(
+    config: &GatewayConfig,
+    redis: Option<Arc<RedisStore>>,
+) -> ServiceBuilder<
+    impl tower::Layer<
+        tonic::service::Routes,
+        Service = impl tower::Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<tonic::body::Body>,
+            Error = tower::BoxError,
+            Future = impl std::future::Future + Send,
+        > + Clone
+                  + Send
+                  + 'static,
+    > + Clone,
+> {
+    use layers::*;
+    let idempotency = idempotency::IdempotencyLayer::new(
+        redis.clone(),
+        config.redis_fallback,
+        config.idempotency_ttl,
+        // A lock outlives the longest call the gateway allows; a dropped call frees it
+        // at once, a crashed gateway's lock frees itself after this.
+        config.max_timeout + Duration::from_secs(5),
+    );
+    ServiceBuilder::new()
+        // Anything that is not gRPC or gRPC-Web is answered with a gRPC error before
+        // the gRPC-Web shim would answer it with a bare HTTP 400.
+        .layer(grpc_guard::RequireGrpcLayer)
+        // gRPC-Web next: a browser's call becomes a plain gRPC call before any other
+        // layer looks at it, so every layer below sees one protocol.
+        .layer(tonic_web::GrpcWebLayer::new())
+        // Request id outermost (after the protocol shim), so every answer — shed,
+        // refused, timed out — carries the id its log lines carry.
+        .layer(request_id::RequestIdLayer)
+        // Tracing next: the span covers everything below, sees the final status of
+        // every call (refusals included) and is what metrics count.
+        .layer(trace::TraceLayer)
+        // Rescue maps the errors of the layers below (elapsed, overloaded, bugs) to
+        // precise statuses, above them all and below the span that records the code.
+        .layer(rescue::RescueLayer)
+        // Oversized messages are refused before they cost anything.
+        .layer(grpc_guard::GrpcGuardLayer::new(config.max_message_bytes))
+        // The deadline covers all the work below, Redis round trips included, and is
+        // forwarded upstream so the service stops when the gateway does.
+        .layer(deadline::DeadlineLayer::new(
+            config.default_timeout,
+            config.max_timeout,
+        ))
+        // Global shedding before authentication: an overload is refused before it
+        // costs a token check or a Redis call.
+        .layer(shed::ShedLayer::new(config.max_in_flight))
+        // Authentication decides who the caller is; everything below is per caller.
+        .layer(auth::AuthLayer::new(config.auth.clone()))
+        // Per-caller fairness: one caller's flood cannot take everyone's slots.
+        .layer(fairness::FairnessLayer::new(
+            config.max_in_flight_per_caller,
+        ))
+        // Rate limits (one EVALSHA) before idempotency, so replays are counted and a
+        // refused call never takes an idempotency lock.
+        .layer(rate_limit::RateLimitLayer::new(
+            redis,
+            config.redis_fallback,
+            config.rates,
+        ))
+        // Innermost: idempotency buffers only keyed mutations, right before the router.
+        .layer(idempotency)
+}
+
 /// Serves the gateway on `listener` until `shutdown` resolves.
 pub async fn serve(
     config: GatewayConfig,
@@ -92,9 +266,40 @@ pub async fn serve(
     }
     let poller = upstream_health::spawn(health, upstreams.to_vec(), config.health_interval).await;
 
+    let redis = match &config.redis_url {
+        Some(url) => Some(Arc::new(RedisStore::new(
+            url,
+            &config.redis_prefix,
+            config.redis_timeout,
+        )?)),
+        None => {
+            tracing::warn!(
+                "gateway has no Redis: rate limits are per replica and idempotency is off"
+            );
+            None
+        }
+    };
+
     let addr: SocketAddr = listener.local_addr()?;
-    tracing::info!(%addr, "gateway listening");
-    let result = ferrobank_server::serve(listener, routes, shutdown).await;
+    tracing::info!(%addr, redis = redis.is_some(), "gateway listening");
+    // `Server::tcp_nodelay` only applies to listeners tonic binds itself. The gateway
+    // writes response headers, messages and trailers as they arrive from upstream, so
+    // with Nagle on, a client's delayed ACK stalls each call by ~40 ms.
+    let incoming = TcpListenerStream::new(listener).map(|conn| {
+        if let Ok(stream) = &conn {
+            let _ = stream.set_nodelay(true);
+        }
+        conn
+    });
+    let result = tonic::transport::Server::builder()
+        .accept_http1(true)
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .layer(stack(&config, redis))
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+        .context("gateway server failed");
     poller.abort();
     result
 }

@@ -31,6 +31,7 @@ async fn forward(mut channel: Channel, req: Request<Body>) -> Response<Body> {
         Ok(response) => response,
         Err(err) => {
             tracing::warn!(%method, error = %err, "upstream unreachable");
+            metrics::counter!("gateway_upstream_errors_total").increment(1);
             ferrobank_proto::status::error(
                 tonic::Code::Unavailable,
                 ErrorReason::Unavailable,

@@ -1,0 +1,127 @@
+//! Authentication: every non-public method needs credentials the configured
+//! `Authenticator` accepts (signature, expiry and revocation once JWTs land), else
+//! UNAUTHENTICATED. Public methods (sign-up, login, refresh, JWKS, health, reflection)
+//! pass without. The verified caller — or, for anonymous calls, the client's IP — goes
+//! into the request's extensions as a [`Caller`], the key fairness, rate limits and
+//! idempotency are scoped by.
+//!
+//! The original `authorization` (and dev-principal) metadata is forwarded unchanged:
+//! services verify the token again themselves (defence in depth); the gateway asserts
+//! nothing on their behalf.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::task::{Context, Poll};
+
+use ferrobank_auth::SharedAuthenticator;
+use tonic::metadata::MetadataMap;
+use tonic::transport::server::TcpConnectInfo;
+use tower::{Layer, Service};
+use uuid::Uuid;
+
+use super::{BoxError, GrpcRequest, GrpcResponse, ResponseFuture, refuse, take_ready};
+use crate::methods;
+
+/// Who a call is counted against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Caller {
+    /// An authenticated principal.
+    User(Uuid),
+    /// An anonymous call, by client address.
+    Ip(IpAddr),
+    /// An anonymous call whose address is unknown (not over TCP).
+    Unknown,
+}
+
+impl fmt::Display for Caller {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Caller::User(id) => write!(f, "u:{id}"),
+            Caller::Ip(ip) => write!(f, "ip:{ip}"),
+            Caller::Unknown => f.write_str("anon"),
+        }
+    }
+}
+
+impl Caller {
+    /// The caller recorded by the auth layer (anonymous-unknown if it never ran).
+    pub fn of<B>(req: &http::Request<B>) -> Caller {
+        req.extensions()
+            .get::<Caller>()
+            .copied()
+            .unwrap_or(Caller::Unknown)
+    }
+}
+
+/// Adds [`Auth`].
+#[derive(Clone)]
+pub struct AuthLayer {
+    authenticator: SharedAuthenticator,
+}
+
+impl AuthLayer {
+    /// Authenticates with `authenticator`.
+    pub fn new(authenticator: SharedAuthenticator) -> Self {
+        Self { authenticator }
+    }
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = Auth<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Auth {
+            inner,
+            authenticator: self.authenticator.clone(),
+        }
+    }
+}
+
+/// See the module docs.
+#[derive(Clone)]
+pub struct Auth<S> {
+    inner: S,
+    authenticator: SharedAuthenticator,
+}
+
+impl<S> Service<GrpcRequest> for Auth<S>
+where
+    S: Service<GrpcRequest, Response = GrpcResponse> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+{
+    type Response = GrpcResponse;
+    type Error = BoxError;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut req: GrpcRequest) -> Self::Future {
+        let mut inner = take_ready(&mut self.inner);
+        if methods::lookup(req.uri().path()).public {
+            let caller = req
+                .extensions()
+                .get::<TcpConnectInfo>()
+                .and_then(TcpConnectInfo::remote_addr)
+                .map_or(Caller::Unknown, |addr| Caller::Ip(addr.ip()));
+            req.extensions_mut().insert(caller);
+            let fut = inner.call(req);
+            return Box::pin(async move { fut.await.map_err(Into::into) });
+        }
+        let authenticator = self.authenticator.clone();
+        Box::pin(async move {
+            // Borrow the headers as metadata without copying them, then put them back.
+            let metadata = MetadataMap::from_headers(std::mem::take(req.headers_mut()));
+            let verdict = authenticator.authenticate(&metadata).await;
+            *req.headers_mut() = metadata.into_headers();
+            match verdict {
+                Ok(principal) => {
+                    req.extensions_mut().insert(Caller::User(principal.user_id));
+                    inner.call(req).await.map_err(Into::into)
+                }
+                Err(status) => Ok(refuse(status)),
+            }
+        })
+    }
+}

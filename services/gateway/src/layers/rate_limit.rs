@@ -1,0 +1,343 @@
+//! Rate limits shared by every gateway replica: GCRA per caller (principal, or client
+//! IP when anonymous) and method class, decided atomically in Redis by one `EVALSHA`
+//! per call. The script reads Redis's own clock (`TIME`), so replicas with skewed clocks
+//! agree, and keeps one key per caller and class holding the theoretical arrival time,
+//! expiring when the bucket is full again.
+//!
+//! Every rate-limited response carries `x-ratelimit-limit` (burst),
+//! `x-ratelimit-remaining` and `x-ratelimit-reset` (seconds until the bucket is full).
+//! A refusal is RESOURCE_EXHAUSTED with `ErrorInfo` (reason RATE_LIMITED, metadata
+//! `limit`, `method_class`) and `RetryInfo` saying when to retry.
+//!
+//! Redis down (see `RedisFallback`): `local` (the default) counts in process with the
+//! same limits — per replica, so N replicas admit up to N times the limit while Redis
+//! is out; `open` admits everything; `closed` refuses UNAVAILABLE.
+
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use ferrobank_config::RedisFallback;
+use ferrobank_proto::common::ErrorReason;
+use ferrobank_proto::status::{self, ERROR_DOMAIN};
+use http::HeaderValue;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+use tower::{Layer, Service};
+
+use super::auth::Caller;
+use super::{BoxError, GrpcRequest, GrpcResponse, ResponseFuture, refuse, take_ready};
+use crate::methods::{self, MethodClass};
+use crate::redis_store::RedisStore;
+
+/// One class's limit: a sustained rate and a burst.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rate {
+    /// Calls per minute, sustained.
+    pub per_minute: u32,
+    /// Calls admitted at once from a full bucket.
+    pub burst: u32,
+}
+
+impl Rate {
+    /// `None` (no limit) when `per_minute` is 0.
+    pub fn new(per_minute: u32, burst: u32) -> Option<Self> {
+        (per_minute > 0).then_some(Self {
+            per_minute,
+            burst: burst.max(1),
+        })
+    }
+
+    /// Microseconds between two admitted calls at the sustained rate.
+    fn interval_us(self) -> u64 {
+        (60_000_000 / u64::from(self.per_minute)).max(1)
+    }
+}
+
+/// Limits per class, indexed by [`MethodClass::index`]; `None` turns a class off.
+pub type Rates = [Option<Rate>; 3];
+
+/// GCRA in one round trip. KEYS[1]: the bucket; ARGV: interval (µs), burst.
+/// Returns {allowed, remaining, retry_after_us, reset_us}.
+static GCRA: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local tau = interval * tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+local new_tat = tat + interval
+local allow_at = new_tat - tau
+if now < allow_at then
+  return {0, 0, allow_at - now, tat - now}
+end
+redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000))
+return {1, math.floor((now + tau - new_tat) / interval), 0, new_tat - now}
+",
+    )
+});
+
+/// One decision.
+#[derive(Clone, Copy, Debug)]
+struct Decision {
+    allowed: bool,
+    remaining: u64,
+    retry_after_us: u64,
+    reset_us: u64,
+}
+
+/// The same GCRA in process, for when Redis is down.
+#[derive(Debug)]
+struct LocalLimiter {
+    epoch: Instant,
+    tats: Mutex<HashMap<(Caller, MethodClass), u64>>,
+}
+
+impl LocalLimiter {
+    fn check(&self, caller: Caller, class: MethodClass, rate: Rate) -> Decision {
+        let now = u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let interval = rate.interval_us();
+        let tau = interval * u64::from(rate.burst);
+        let mut tats = self.tats.lock().unwrap_or_else(|e| e.into_inner());
+        if tats.len() > 100_000 {
+            tats.retain(|_, tat| *tat > now);
+        }
+        let tat = tats.get(&(caller, class)).copied().unwrap_or(now).max(now);
+        let new_tat = tat + interval;
+        let allow_at = new_tat.saturating_sub(tau);
+        if now < allow_at {
+            return Decision {
+                allowed: false,
+                remaining: 0,
+                retry_after_us: allow_at - now,
+                reset_us: tat - now,
+            };
+        }
+        tats.insert((caller, class), new_tat);
+        Decision {
+            allowed: true,
+            remaining: (now + tau - new_tat) / interval,
+            retry_after_us: 0,
+            reset_us: new_tat - now,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Shared {
+    redis: Option<Arc<RedisStore>>,
+    fallback: RedisFallback,
+    rates: Rates,
+    local: LocalLimiter,
+    /// `x-ratelimit-limit` per class, built once.
+    limit_headers: [HeaderValue; 3],
+}
+
+/// Adds [`RateLimit`].
+#[derive(Clone, Debug)]
+pub struct RateLimitLayer {
+    shared: Arc<Shared>,
+}
+
+impl RateLimitLayer {
+    /// Limits per class in `redis` (or in process, per `fallback`, without it).
+    pub fn new(redis: Option<Arc<RedisStore>>, fallback: RedisFallback, rates: Rates) -> Self {
+        let limit_headers = MethodClass::ALL.map(|class| {
+            let burst = rates[class.index()].map_or(0, |r| r.burst);
+            HeaderValue::from(burst)
+        });
+        Self {
+            shared: Arc::new(Shared {
+                redis,
+                fallback,
+                rates,
+                local: LocalLimiter {
+                    epoch: Instant::now(),
+                    tats: Mutex::new(HashMap::new()),
+                },
+                limit_headers,
+            }),
+        }
+    }
+}
+
+impl<S> Layer<S> for RateLimitLayer {
+    type Service = RateLimit<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        RateLimit {
+            inner,
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// See the module docs.
+#[derive(Clone, Debug)]
+pub struct RateLimit<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl Shared {
+    /// `None`: Redis is down and the fallback is `closed`.
+    async fn decide(&self, caller: Caller, class: MethodClass, rate: Rate) -> Option<Decision> {
+        if let Some(redis) = &self.redis {
+            let key = format!("{}rl:{}:{caller}", redis.prefix(), class.as_str());
+            let result = redis
+                .run("rate_limit", |mut conn| async move {
+                    GCRA.key(key)
+                        .arg(rate.interval_us())
+                        .arg(rate.burst)
+                        .invoke_async::<(u64, u64, u64, u64)>(&mut conn)
+                        .await
+                })
+                .await;
+            match result {
+                Ok((allowed, remaining, retry_after_us, reset_us)) => {
+                    return Some(Decision {
+                        allowed: allowed == 1,
+                        remaining,
+                        retry_after_us,
+                        reset_us,
+                    });
+                }
+                Err(_) => match self.fallback {
+                    RedisFallback::Local => {}
+                    RedisFallback::Open => {
+                        return Some(Decision {
+                            allowed: true,
+                            remaining: u64::from(rate.burst),
+                            retry_after_us: 0,
+                            reset_us: 0,
+                        });
+                    }
+                    RedisFallback::Closed => return None,
+                },
+            }
+        }
+        Some(self.local.check(caller, class, rate))
+    }
+}
+
+fn refusal(class: MethodClass, rate: Rate, retry_after: Duration) -> Status {
+    let mut details = ErrorDetails::with_error_info(
+        ErrorReason::RateLimited.as_str_name(),
+        ERROR_DOMAIN,
+        [
+            ("limit".to_owned(), rate.burst.to_string()),
+            ("method_class".to_owned(), class.as_str().to_owned()),
+        ],
+    );
+    details.set_retry_info(Some(retry_after));
+    Status::with_error_details(
+        Code::ResourceExhausted,
+        format!(
+            "rate limit for {} calls exceeded; retry in {} ms",
+            class.as_str(),
+            retry_after.as_millis()
+        ),
+        details,
+    )
+}
+
+fn ceil_secs(us: u64) -> u64 {
+    us.div_ceil(1_000_000)
+}
+
+impl<S> Service<GrpcRequest> for RateLimit<S>
+where
+    S: Service<GrpcRequest, Response = GrpcResponse> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+{
+    type Response = GrpcResponse;
+    type Error = BoxError;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: GrpcRequest) -> Self::Future {
+        let mut inner = take_ready(&mut self.inner);
+        let method = methods::lookup(req.uri().path());
+        let rate = match self.shared.rates[method.class.index()] {
+            Some(rate) if !method.exempt => rate,
+            _ => {
+                let fut = inner.call(req);
+                return Box::pin(async move { fut.await.map_err(Into::into) });
+            }
+        };
+        let shared = self.shared.clone();
+        let caller = Caller::of(&req);
+        Box::pin(async move {
+            let class = method.class;
+            let Some(decision) = shared.decide(caller, class, rate).await else {
+                return Ok(refuse(status::error(
+                    Code::Unavailable,
+                    ErrorReason::Unavailable,
+                    "rate limiting is unavailable; retry with backoff",
+                )));
+            };
+            let mut response = if decision.allowed {
+                inner.call(req).await.map_err(Into::into)?
+            } else {
+                metrics::counter!("gateway_rate_limited_total", "class" => class.as_str())
+                    .increment(1);
+                let retry_after = Duration::from_micros(decision.retry_after_us);
+                let mut response = refuse(refusal(class, rate, retry_after));
+                response.headers_mut().insert(
+                    "retry-after",
+                    HeaderValue::from(ceil_secs(decision.retry_after_us)),
+                );
+                response
+            };
+            let headers = response.headers_mut();
+            headers.insert(
+                "x-ratelimit-limit",
+                shared.limit_headers[class.index()].clone(),
+            );
+            headers.insert(
+                "x-ratelimit-remaining",
+                HeaderValue::from(decision.remaining),
+            );
+            headers.insert(
+                "x-ratelimit-reset",
+                HeaderValue::from(ceil_secs(decision.reset_us)),
+            );
+            Ok(response)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The in-process limiter admits a full burst, then refuses with a retry delay of
+    /// about one interval, and keeps callers and classes apart.
+    #[test]
+    fn local_gcra_admits_burst_then_refuses() {
+        let limiter = LocalLimiter {
+            epoch: Instant::now(),
+            tats: Mutex::default(),
+        };
+        let rate = Rate::new(60, 3).expect("a rate");
+        let a = Caller::Unknown;
+        let remaining: Vec<_> = (0..3)
+            .map(|_| limiter.check(a, MethodClass::Read, rate))
+            .inspect(|d| assert!(d.allowed))
+            .map(|d| d.remaining)
+            .collect();
+        assert_eq!(remaining, [2, 1, 0]);
+        let refused = limiter.check(a, MethodClass::Read, rate);
+        assert!(!refused.allowed);
+        assert!(refused.retry_after_us > 900_000 && refused.retry_after_us <= 1_000_000);
+        assert!(limiter.check(a, MethodClass::Write, rate).allowed);
+        let b = Caller::Ip(std::net::Ipv4Addr::LOCALHOST.into());
+        assert!(limiter.check(b, MethodClass::Read, rate).allowed);
+    }
+}

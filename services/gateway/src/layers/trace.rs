@@ -1,0 +1,235 @@
+//! Tracing and request metrics: one span per call (method, request id, status,
+//! latency), continuing the client's W3C `traceparent` and injecting the gateway's own
+//! span context upstream, so one trace runs client → gateway → service → SQL. The span
+//! ends when the response's trailers arrive, which is also when the call is counted
+//! (`gateway_requests_total{method, code}`) and timed
+//! (`gateway_request_duration_seconds{method}`).
+//!
+//! Logging is tuned: a finished call is logged at DEBUG unless its code means the
+//! platform failed (INTERNAL, UNKNOWN, DATA_LOSS, UNAVAILABLE, DEADLINE_EXCEEDED),
+//! which is a WARN — client mistakes never reach ERROR.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use http::HeaderMap;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use opentelemetry::propagation::{Extractor, Injector};
+use tonic::Code;
+use tonic::body::Body;
+use tower::{Layer, Service};
+use tracing::{Instrument, Span, field};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use super::request_id::X_REQUEST_ID;
+use super::{BoxError, GrpcRequest, GrpcResponse, ResponseFuture, take_ready};
+use crate::methods::{self, MethodInfo, code_name};
+
+/// Adds [`Trace`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TraceLayer;
+
+impl<S> Layer<S> for TraceLayer {
+    type Service = Trace<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Trace { inner }
+    }
+}
+
+/// See the module docs.
+#[derive(Clone, Debug)]
+pub struct Trace<S> {
+    inner: S,
+}
+
+struct HeaderExtractor<'a>(&'a HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(http::HeaderName::as_str).collect()
+    }
+}
+
+struct HeaderInjector<'a>(&'a mut HeaderMap);
+
+impl Injector for HeaderInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(key.as_bytes()),
+            http::HeaderValue::from_str(&value),
+        ) {
+            self.0.insert(name, value);
+        }
+    }
+}
+
+/// The grpc-status in a header or trailer map, if any.
+pub fn grpc_status(map: &HeaderMap) -> Option<Code> {
+    map.get("grpc-status")
+        .map(|v| Code::from_bytes(v.as_bytes()))
+}
+
+impl<S> Service<GrpcRequest> for Trace<S>
+where
+    S: Service<GrpcRequest, Response = GrpcResponse> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+{
+    type Response = GrpcResponse;
+    type Error = BoxError;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut req: GrpcRequest) -> Self::Future {
+        let start = Instant::now();
+        let method = methods::lookup(req.uri().path());
+        let request_id = req
+            .headers()
+            .get(&X_REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let span = tracing::info_span!(
+            "grpc",
+            otel.name = method.path,
+            otel.kind = "server",
+            rpc.method = %req.uri().path(),
+            request_id,
+            rpc.grpc.status_code = field::Empty,
+            latency_ms = field::Empty,
+        );
+        let parent = opentelemetry::global::get_text_map_propagator(|p| {
+            p.extract(&HeaderExtractor(req.headers()))
+        });
+        // Errors only when no OpenTelemetry layer is installed: then there is no trace to
+        // continue, and the client's own traceparent goes upstream unchanged.
+        let _ = span.set_parent(parent);
+        let cx = span.context();
+        opentelemetry::global::get_text_map_propagator(|p| {
+            p.inject_context(&cx, &mut HeaderInjector(req.headers_mut()))
+        });
+
+        let fut = take_ready(&mut self.inner)
+            .call(req)
+            .instrument(span.clone());
+        Box::pin(async move {
+            let response = fut.await.map_err(Into::into)?;
+            let done = Done {
+                span,
+                method,
+                start,
+            };
+            if let Some(code) = grpc_status(response.headers()) {
+                // Trailers-only: the call is over.
+                done.finish(code);
+                return Ok(response);
+            }
+            Ok(response.map(|inner| {
+                Body::new(TraceBody {
+                    inner,
+                    done: Some(done),
+                })
+            }))
+        })
+    }
+}
+
+struct Done {
+    span: Span,
+    method: &'static MethodInfo,
+    start: Instant,
+}
+
+impl Done {
+    fn finish(self, code: Code) {
+        let elapsed = self.start.elapsed();
+        let name = code_name(code);
+        self.span.record("rpc.grpc.status_code", name);
+        self.span
+            .record("latency_ms", elapsed.as_secs_f64() * 1000.0);
+        self.method.count(code);
+        self.method.observe(elapsed.as_secs_f64());
+        let _entered = self.span.enter();
+        match code {
+            Code::Internal
+            | Code::Unknown
+            | Code::DataLoss
+            | Code::Unavailable
+            | Code::DeadlineExceeded => {
+                tracing::warn!(
+                    code = name,
+                    latency_ms = elapsed.as_millis() as u64,
+                    "call failed"
+                )
+            }
+            _ => tracing::debug!(
+                code = name,
+                latency_ms = elapsed.as_millis() as u64,
+                "call finished"
+            ),
+        }
+    }
+}
+
+/// A response body that finishes the call's span when its trailers pass (or when the
+/// client goes away first: CANCELLED).
+struct TraceBody {
+    inner: Body,
+    done: Option<Done>,
+}
+
+impl HttpBody for TraceBody {
+    type Data = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(trailers) = frame.trailers_ref()
+                    && let Some(done) = this.done.take()
+                {
+                    done.finish(grpc_status(trailers).unwrap_or(Code::Unknown));
+                }
+            }
+            Poll::Ready(Some(Err(_))) => {
+                if let Some(done) = this.done.take() {
+                    done.finish(Code::Unavailable);
+                }
+            }
+            Poll::Ready(None) => {
+                if let Some(done) = this.done.take() {
+                    done.finish(Code::Unknown);
+                }
+            }
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for TraceBody {
+    fn drop(&mut self) {
+        if let Some(done) = self.done.take() {
+            done.finish(Code::Cancelled);
+        }
+    }
+}

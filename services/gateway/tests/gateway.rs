@@ -1,0 +1,498 @@
+//! The gateway's tower stack against real Redis and an in-process upstream: shared rate
+//! limits across replicas, idempotency (replay, concurrent duplicate, mismatched body),
+//! one trace across gateway and service, the Redis fallback when Redis is cut, and the
+//! refusals for bad input, deadlines and per-caller floods.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use ferrobank_gateway::{REPLAY_HEADER, Rate};
+use ferrobank_testkit::TcpProxy;
+use support::{Gateway, HOLD_AMOUNT, Upstream, config, create_transfer, get_account, reason};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tonic::Code;
+use tonic_types::StatusExt;
+use uuid::Uuid;
+
+fn header<T>(response: &tonic::Response<T>, name: &str) -> String {
+    response
+        .metadata()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Two gateways sharing one Redis enforce one read limit together: the burst is spent
+/// across both, the next call is RESOURCE_EXHAUSTED with RATE_LIMITED and a retry
+/// delay, `x-ratelimit-*` metadata rides on every answer, and another principal is
+/// unaffected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_is_shared_by_gateway_replicas() {
+    let upstream = Upstream::start().await;
+    let mut cfg = config(upstream.addr).await;
+    // One call a minute sustained: nothing refills while the test runs.
+    cfg.rates[0] = Rate::new(1, 3);
+    let one = Gateway::start(cfg.clone()).await;
+    let two = Gateway::start(cfg).await;
+    let (mut c1, mut c2) = (one.ledger().await, two.ledger().await);
+    let alice = Uuid::new_v4();
+
+    let mut remaining = Vec::new();
+    for i in 0..3 {
+        let client = if i % 2 == 0 { &mut c1 } else { &mut c2 };
+        let response = client
+            .get_account(get_account(alice))
+            .await
+            .expect("within the burst");
+        assert_eq!(header(&response, "x-ratelimit-limit"), "3");
+        remaining.push(header(&response, "x-ratelimit-remaining"));
+    }
+    assert_eq!(remaining, ["2", "1", "0"]);
+
+    let refused = c2
+        .get_account(get_account(alice))
+        .await
+        .expect_err("over the limit");
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    assert_eq!(reason(&refused), "ERROR_REASON_RATE_LIMITED");
+    let retry = refused
+        .get_details_retry_info()
+        .and_then(|r| r.retry_delay)
+        .expect("RetryInfo");
+    assert!(retry > Duration::from_secs(50), "{retry:?}");
+    assert_eq!(
+        refused
+            .metadata()
+            .get("x-ratelimit-remaining")
+            .map(|v| v.to_str().ok()),
+        Some(Some("0"))
+    );
+
+    let bob = Uuid::new_v4();
+    let response = c1
+        .get_account(get_account(bob))
+        .await
+        .expect("bob has his own bucket");
+    assert_eq!(header(&response, "x-ratelimit-remaining"), "2");
+}
+
+/// A replayed idempotent mutation returns the stored response (same transfer id,
+/// marked as a replay) without reaching the service again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_replay_returns_stored_response() {
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::start(config(upstream.addr).await).await;
+    let mut client = gateway.ledger().await;
+    let user = Uuid::new_v4();
+
+    let first = client
+        .create_transfer(create_transfer(user, 100, Some("key-1")))
+        .await
+        .expect("first call");
+    let replay = client
+        .create_transfer(create_transfer(user, 100, Some("key-1")))
+        .await
+        .expect("replay");
+
+    assert_eq!(replay.get_ref(), first.get_ref());
+    assert_eq!(header(&replay, REPLAY_HEADER), "true");
+    assert_eq!(header(&first, REPLAY_HEADER), "");
+    assert_eq!(
+        upstream
+            .ledger
+            .transfers
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+
+    // Another principal's identical key is a different scope.
+    client
+        .create_transfer(create_transfer(Uuid::new_v4(), 100, Some("key-1")))
+        .await
+        .expect("other principal");
+    assert_eq!(
+        upstream
+            .ledger
+            .transfers
+            .load(std::sync::atomic::Ordering::SeqCst),
+        2
+    );
+}
+
+/// While the first call with a key is in flight, a duplicate is ABORTED with
+/// IDEMPOTENCY_IN_PROGRESS; once the first finishes, the duplicate replays it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_duplicate_is_aborted_in_progress() {
+    let mut upstream = Upstream::start().await;
+    let gateway = Gateway::start(config(upstream.addr).await).await;
+    let mut client = gateway.ledger().await;
+    let user = Uuid::new_v4();
+
+    let first = tokio::spawn({
+        let mut client = client.clone();
+        async move {
+            client
+                .create_transfer(create_transfer(user, HOLD_AMOUNT, Some("dup")))
+                .await
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(5), upstream.entered.recv())
+        .await
+        .expect("the first call reaches the service");
+
+    let duplicate = client
+        .create_transfer(create_transfer(user, HOLD_AMOUNT, Some("dup")))
+        .await
+        .expect_err("in progress");
+    assert_eq!(duplicate.code(), Code::Aborted);
+    assert_eq!(reason(&duplicate), "ERROR_REASON_IDEMPOTENCY_IN_PROGRESS");
+
+    upstream.release(1);
+    let first = first.await.expect("join").expect("first call succeeds");
+    let replay = client
+        .create_transfer(create_transfer(user, HOLD_AMOUNT, Some("dup")))
+        .await
+        .expect("replay after completion");
+    assert_eq!(replay.get_ref(), first.get_ref());
+    assert_eq!(
+        upstream
+            .ledger
+            .transfers
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+}
+
+/// The same key with a different request body is INVALID_ARGUMENT
+/// (IDEMPOTENCY_KEY_REUSED) and never reaches the service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_key_with_another_body_is_invalid_argument() {
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::start(config(upstream.addr).await).await;
+    let mut client = gateway.ledger().await;
+    let user = Uuid::new_v4();
+
+    client
+        .create_transfer(create_transfer(user, 100, Some("k")))
+        .await
+        .expect("first call");
+    let status = client
+        .create_transfer(create_transfer(user, 200, Some("k")))
+        .await
+        .expect_err("another body");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(reason(&status), "ERROR_REASON_IDEMPOTENCY_KEY_REUSED");
+    assert_eq!(
+        upstream
+            .ledger
+            .transfers
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+}
+
+/// With Redis cut mid-test the gateway keeps serving per its default fallback: reads
+/// are limited by the in-process limiter (answering quickly, and still refusing past
+/// the burst), and keyed mutations go through without gateway idempotency.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cut_falls_back_to_local_limits() {
+    let upstream = Upstream::start().await;
+    let redis_url =
+        url::Url::parse(ferrobank_testkit::env().await.redis_url().expose()).expect("redis url");
+    let target = format!(
+        "{}:{}",
+        redis_url.host_str().expect("host"),
+        redis_url.port().unwrap_or(6379)
+    );
+    let target = tokio::net::lookup_host(target)
+        .await
+        .expect("resolve redis")
+        .next()
+        .expect("an address");
+    let proxy = TcpProxy::start(target).await.expect("proxy");
+    let mut proxied = redis_url.clone();
+    proxied.set_host(Some("127.0.0.1")).expect("host");
+    proxied.set_port(Some(proxy.addr.port())).expect("port");
+
+    let mut cfg = config(upstream.addr).await;
+    cfg.redis_url = Some(proxied.as_str().parse().expect("redis url"));
+    cfg.rates[0] = Rate::new(1, 3);
+    let gateway = Gateway::start(cfg).await;
+    let mut client = gateway.ledger().await;
+    let user = Uuid::new_v4();
+
+    let response = client
+        .get_account(get_account(user))
+        .await
+        .expect("via redis");
+    assert_eq!(header(&response, "x-ratelimit-remaining"), "2");
+
+    proxy.cut();
+    let started = Instant::now();
+    // The local limiter starts with a full bucket of its own.
+    for _ in 0..3 {
+        client
+            .get_account(get_account(user))
+            .await
+            .expect("local limiter admits");
+    }
+    let refused = client
+        .get_account(get_account(user))
+        .await
+        .expect_err("local limit");
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+
+    client
+        .create_transfer(create_transfer(user, 100, Some("while-down")))
+        .await
+        .expect("mutation passes without idempotency");
+}
+
+/// One request yields a gateway span and a service span in the same trace — the trace
+/// the client started with its `traceparent`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_trace_spans_gateway_and_service() {
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
+    use tracing_subscriber::layer::SubscriberExt;
+
+    let exporter = InMemorySpanExporter::default();
+    let provider = SdkTracerProvider::builder()
+        .with_simple_exporter(exporter.clone())
+        .build();
+    opentelemetry::global::set_tracer_provider(provider.clone());
+    opentelemetry::global::set_text_map_propagator(
+        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+    );
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("gateway")));
+    tracing::subscriber::set_global_default(subscriber).expect("one subscriber per test process");
+
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::start(config(upstream.addr).await).await;
+    let mut client = gateway.ledger().await;
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let mut request = get_account(Uuid::new_v4());
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{trace_id}-00f067aa0ba902b7-01")
+            .parse()
+            .expect("ascii"),
+    );
+    let response = client.get_account(request).await.expect("call");
+    let forwarded = header(&response, "echo-traceparent");
+    assert!(forwarded.contains(trace_id), "{forwarded}");
+    assert!(
+        !forwarded.contains("00f067aa0ba902b7"),
+        "the gateway's own span is the parent"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let spans = loop {
+        let spans = exporter.get_finished_spans().expect("spans");
+        if spans.len() >= 2 || Instant::now() > deadline {
+            break spans;
+        }
+        tokio::task::yield_now().await;
+    };
+    let gateway_span = spans
+        .iter()
+        .find(|s| s.name == "/ferrobank.ledger.v1.LedgerService/GetAccount")
+        .expect("a gateway span");
+    let service_span = spans
+        .iter()
+        .find(|s| s.name == "ledger.GetAccount")
+        .expect("a service span");
+    assert_eq!(gateway_span.span_context.trace_id().to_string(), trace_id);
+    assert_eq!(service_span.span_context.trace_id().to_string(), trace_id);
+    assert_eq!(
+        service_span.parent_span_id,
+        gateway_span.span_context.span_id()
+    );
+}
+
+/// Identity and plumbing at the door: request ids are minted or echoed and reach the
+/// service, credentials are forwarded unchanged, a call without them is
+/// UNAUTHENTICATED, an unknown service UNIMPLEMENTED, and the default deadline goes
+/// upstream as `grpc-timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_ids_credentials_and_unknown_services() {
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::start(config(upstream.addr).await).await;
+    let mut client = gateway.ledger().await;
+    let user = Uuid::new_v4();
+
+    let response = client.get_account(get_account(user)).await.expect("call");
+    let minted = header(&response, "x-request-id");
+    assert_eq!(minted.len(), 36);
+    assert_eq!(header(&response, "echo-x-request-id"), minted);
+    assert_eq!(
+        header(&response, "echo-x-ferrobank-dev-principal"),
+        format!("customer:{user}")
+    );
+    assert_eq!(header(&response, "echo-grpc-timeout"), "10000m");
+
+    let mut request = get_account(user);
+    request
+        .metadata_mut()
+        .insert("x-request-id", "client-id-7".parse().expect("ascii"));
+    let response = client.get_account(request).await.expect("call");
+    assert_eq!(header(&response, "x-request-id"), "client-id-7");
+    assert_eq!(header(&response, "echo-x-request-id"), "client-id-7");
+
+    let anonymous = client
+        .get_account(ferrobank_proto::ledger::GetAccountRequest::default())
+        .await
+        .expect_err("no credentials");
+    assert_eq!(anonymous.code(), Code::Unauthenticated);
+    assert_eq!(reason(&anonymous), "ERROR_REASON_UNAUTHENTICATED");
+    assert!(anonymous.metadata().get("x-request-id").is_some());
+
+    let mut grpc = tonic::client::Grpc::new(gateway.channel().await);
+    grpc.ready().await.expect("ready");
+    let status = grpc
+        .unary::<_, (), _>(
+            tonic::Request::new(()),
+            "/ferrobank.nope.v1.NopeService/Call".parse().expect("path"),
+            tonic_prost::ProstCodec::<(), ()>::default(),
+        )
+        .await
+        .expect_err("unknown service");
+    assert_eq!(status.code(), Code::Unimplemented);
+}
+
+/// Bad input never panics: a message over the configured maximum is
+/// RESOURCE_EXHAUSTED, a client deadline above the cap is cut to the cap and answered
+/// DEADLINE_EXCEEDED by the gateway, and a plain HTTP/1.1 request gets a gRPC error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_late_and_non_grpc_requests_get_grpc_errors() {
+    let upstream = Upstream::start().await;
+    let mut cfg = config(upstream.addr).await;
+    cfg.max_message_bytes = 1024;
+    cfg.max_timeout = Duration::from_millis(300);
+    let gateway = Gateway::start(cfg).await;
+    let mut client = gateway.ledger().await;
+    let user = Uuid::new_v4();
+
+    let mut big = get_account(user);
+    big.get_mut().account_id = "x".repeat(4096);
+    let status = client.get_account(big).await.expect_err("too large");
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    // The refusal leaves the upstream connection healthy for the next call.
+    client
+        .get_account(get_account(user))
+        .await
+        .expect("next call");
+
+    let mut late = create_transfer(user, HOLD_AMOUNT, None);
+    late.set_timeout(Duration::from_secs(30));
+    let started = Instant::now();
+    let status = client
+        .create_transfer(late)
+        .await
+        .expect_err("held past the cap");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(status.code(), Code::DeadlineExceeded);
+    assert_eq!(reason(&status), "ERROR_REASON_DEADLINE_EXCEEDED");
+    upstream.release(1);
+
+    let mut tcp = tokio::net::TcpStream::connect(gateway.addr)
+        .await
+        .expect("connect");
+    tcp.write_all(b"GET / HTTP/1.1\r\nHost: gateway\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut answer))
+        .await
+        .expect("answered")
+        .expect("read");
+    let answer = String::from_utf8_lossy(&answer).to_lowercase();
+    assert!(answer.contains("grpc-status: 3"), "{answer}");
+}
+
+/// A principal flooding the gateway fills only its own in-flight share: its next call
+/// is refused at once, while another principal's call goes straight through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_principal_does_not_starve_another() {
+    let mut upstream = Upstream::start().await;
+    let mut cfg = config(upstream.addr).await;
+    cfg.max_in_flight_per_caller = 2;
+    let gateway = Gateway::start(cfg).await;
+    let client = gateway.ledger().await;
+    let flooder = Uuid::new_v4();
+
+    let held: Vec<_> = (0..2)
+        .map(|_| {
+            let mut client = client.clone();
+            tokio::spawn(async move {
+                client
+                    .create_transfer(create_transfer(flooder, HOLD_AMOUNT, None))
+                    .await
+            })
+        })
+        .collect();
+    for _ in 0..2 {
+        tokio::time::timeout(Duration::from_secs(5), upstream.entered.recv())
+            .await
+            .expect("held call in flight");
+    }
+
+    let status = client
+        .clone()
+        .get_account(get_account(flooder))
+        .await
+        .expect_err("over its share");
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert_eq!(reason(&status), "ERROR_REASON_RATE_LIMITED");
+
+    let started = Instant::now();
+    client
+        .clone()
+        .get_account(get_account(Uuid::new_v4()))
+        .await
+        .expect("another principal is served");
+    assert!(started.elapsed() < Duration::from_secs(1));
+
+    upstream.release(2);
+    for call in held {
+        call.await.expect("join").expect("held call finishes");
+    }
+}
+
+/// A browser's gRPC-Web call (HTTP/1.1, `application/grpc-web`) is served: health
+/// answers through the gateway with the status in the body's trailer frame.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_web_calls_are_served() {
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::start(config(upstream.addr).await).await;
+
+    let mut tcp = tokio::net::TcpStream::connect(gateway.addr)
+        .await
+        .expect("connect");
+    // An empty HealthCheckRequest: one uncompressed frame of length 0.
+    let request = b"POST /grpc.health.v1.Health/Check HTTP/1.1\r\nHost: gateway\r\n\
+content-type: application/grpc-web+proto\r\nx-grpc-web: 1\r\ncontent-length: 5\r\n\
+Connection: close\r\n\r\n\0\0\0\0\0";
+    tcp.write_all(request).await.expect("write");
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut answer))
+        .await
+        .expect("answered")
+        .expect("read");
+    let answer = String::from_utf8_lossy(&answer).to_lowercase();
+    assert!(answer.starts_with("http/1.1 200"), "{answer}");
+    assert!(answer.contains("application/grpc-web"), "{answer}");
+    assert!(answer.contains("grpc-status:0"), "{answer}");
+}
