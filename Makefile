@@ -5,7 +5,7 @@ SHELL := /bin/bash
 DEV_DIR ?= .dev
 CARGO ?= cargo
 
-.PHONY: help run stop test lint fmt proto-lint migration-lint deps build clean-dev
+.PHONY: help run stop test bench lint fmt proto-lint migration-lint deps build clean-dev
 
 help: ## List targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -29,6 +29,9 @@ clean-dev: ## Stop the .dev/ stack and delete its data.
 
 test: deps ## Throwaway stack on free ports, every test in the workspace, teardown.
 	@scripts/test.sh
+
+bench: deps ## Store-layer and gateway benchmarks against a throwaway stack (see benches/README.md).
+	@scripts/test.sh --bench
 
 lint: deps proto-lint migration-lint ## fmt, clippy -D warnings, buf lint, migration lint.
 	$(CARGO) fmt --all -- --check

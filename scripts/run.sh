@@ -18,6 +18,13 @@ BIN="$REPO/target/release/ferrobank"
 
 "$BIN" migrate
 
+# A dev operator (staff who books cash in/out), created once with a generated password.
+if [[ ! -f $DIR/secrets/operator-password ]]; then
+    (umask 077 && head -c 18 /dev/urandom | base64 | tr -d '/+=' > "$DIR/secrets/operator-password")
+    FERROBANK_ADMIN_PASSWORD=$(cat "$DIR/secrets/operator-password") \
+        "$BIN" admin create-user --username ops --email ops@ferrobank.local --role operator
+fi
+
 BUF=$("$REPO/scripts/tools.sh" buf 2>/dev/null || echo buf)
 cat >&2 <<MSG
 
@@ -29,6 +36,7 @@ Try, from another shell:
   $BUF curl --protocol grpc --http2-prior-knowledge -d '{"service":"ferrobank.ledger.v1.LedgerService"}' \\
       http://127.0.0.1:50051/grpc.health.v1.Health/Check
   grpcurl -plaintext 127.0.0.1:50051 list                     # if you have grpcurl
+  scripts/demo.sh     # sign up, log in, open accounts, deposit, transfer, hold, journal
 
 Metrics: curl http://127.0.0.1:9464/metrics     Stack: scripts/stack.sh status $DIR
 

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# `make test`: a throwaway stack (Postgres 15 primary + streaming replica + Redis) on
-# free ports in a temporary directory, the whole workspace's tests against it, and the
-# stack torn down afterwards — also when a test fails or the run is interrupted.
+# `make test` (and `make bench`): a throwaway stack (Postgres 15 primary + streaming
+# replica + Redis) on free ports in a temporary directory, the whole workspace's tests
+# (or, with --bench, the benchmarks) against it, and the stack torn down afterwards —
+# also when a test fails or the run is interrupted.
 #
 #   scripts/test.sh [extra args for cargo nextest run / cargo test]
+#   scripts/test.sh --bench [extra args for cargo bench]
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -41,7 +43,10 @@ export DATABASE_URL_REPLICA="$DATABASE_URL_ADMIN_REPLICA"
 export REDIS_URL FERROBANK_STACK_DIR IDENTITY_DATABASE_URL LEDGER_DATABASE_URL PAYMENTS_DATABASE_URL
 export FERROBANK_STACK_SCRIPT="$REPO/scripts/stack.sh"
 
-if cargo nextest --version >/dev/null 2>&1; then
+if [[ ${1:-} == --bench ]]; then
+    shift
+    cargo bench --locked -p ferrobank-ledger -p ferrobank-gateway "$@"
+elif cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --no-fail-fast "$@"
 else
     echo "test: cargo-nextest not found, using cargo test" >&2

@@ -17,6 +17,21 @@ use uuid::Uuid;
 #[error("revocation store unavailable: {0}")]
 pub struct RevocationUnavailable(pub String);
 
+/// A Redis connection that is made on first use (so a process starts while Redis is
+/// down) and whose connects and commands give up after `timeout`, retrying once: every
+/// Redis user on a request path (revocation, throttling, rate limits, idempotency)
+/// needs a bound it can fall back from.
+pub fn lazy_redis(url: &RedisUrl, timeout: Duration) -> anyhow::Result<ConnectionManager> {
+    let client = redis::Client::open(url.expose()).context("parsing the Redis URL")?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout))
+        .set_number_of_retries(1)
+        .set_max_delay(timeout);
+    ConnectionManager::new_lazy_with_config(client, config)
+        .context("creating the Redis connection manager")
+}
+
 /// The revocation store.
 #[derive(Clone)]
 pub struct Revocations {
@@ -37,14 +52,7 @@ impl std::fmt::Debug for Revocations {
 impl Revocations {
     /// Connects lazily, so a process starts while Redis is down.
     pub fn new(url: &RedisUrl, prefix: &str, timeout: Duration) -> anyhow::Result<Self> {
-        let client = redis::Client::open(url.expose()).context("parsing the Redis URL")?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(timeout);
-        let conn = ConnectionManager::new_lazy_with_config(client, config)
-            .context("creating the Redis connection manager")?;
+        let conn = lazy_redis(url, timeout)?;
         Ok(Self {
             conn,
             prefix: prefix.to_owned(),

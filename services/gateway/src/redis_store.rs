@@ -7,9 +7,8 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use ferrobank_config::RedisUrl;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 
 /// How long Redis is skipped after a failed command.
 pub const BREAKER_OPEN_FOR: Duration = Duration::from_millis(500);
@@ -39,14 +38,7 @@ impl std::fmt::Debug for RedisStore {
 impl RedisStore {
     /// Connects lazily: the gateway starts while Redis is down.
     pub fn new(url: &RedisUrl, prefix: &str, timeout: Duration) -> anyhow::Result<Self> {
-        let client = redis::Client::open(url.expose()).context("parsing the Redis URL")?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(timeout);
-        let conn = ConnectionManager::new_lazy_with_config(client, config)
-            .context("creating the Redis connection manager")?;
+        let conn = ferrobank_auth::revocation::lazy_redis(url, timeout)?;
         Ok(Self {
             conn,
             prefix: prefix.to_owned(),

@@ -4,10 +4,9 @@
 
 use std::time::Duration;
 
-use anyhow::Context;
 use ferrobank_config::RedisUrl;
 use redis::Script;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use sha2::{Digest, Sha256};
 
 /// Limits: failures allowed per username and per IP within `window`.
@@ -61,14 +60,7 @@ impl Throttle {
         limits: ThrottleLimits,
         timeout: Duration,
     ) -> anyhow::Result<Self> {
-        let client = redis::Client::open(url.expose()).context("parsing the Redis URL")?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(timeout);
-        let conn = ConnectionManager::new_lazy_with_config(client, config)
-            .context("creating the Redis connection manager")?;
+        let conn = ferrobank_auth::revocation::lazy_redis(url, timeout)?;
         Ok(Self {
             conn,
             prefix: prefix.to_owned(),
