@@ -236,7 +236,9 @@ impl TestDb {
             application_name: app.to_owned(),
             max_size: 8,
             statement_cache: true,
-            connect_timeout: Duration::from_secs(2),
+            // Generous: a loaded CI machine (parallel test processes on 2 cores) can
+            // take seconds to hand out a connection; a dead server still fails at once.
+            connect_timeout: Duration::from_secs(10),
         };
         let primary = url(&env.admin)?;
         let reporting = match &env.replica_admin {

@@ -285,7 +285,7 @@ async fn bad_list_and_account_inputs_are_named() {
         .await
         .unwrap_err();
     assert_eq!(reason(&status), "ERROR_REASON_TRANSFER_NOT_FOUND");
-    for n in [0usize, 101] {
+    for n in [0usize, 1001] {
         let status = admin
             .create_transfer_batch(pb::CreateTransferBatchRequest {
                 request_id: Uuid::new_v4().to_string(),

@@ -13,9 +13,9 @@ pub const MAX_TIMEOUT_MS: i64 = 315_576_000_000;
 /// Page size when the request says 0.
 pub const DEFAULT_PAGE_SIZE: i64 = 50;
 /// Largest page (ledger.proto: larger values are treated as this).
-pub const MAX_PAGE_SIZE: i64 = 500;
+pub const MAX_PAGE_SIZE: i64 = 1000;
 /// Most members in one CreateTransferBatch (ledger.proto).
-pub const MAX_BATCH: usize = 100;
+pub const MAX_BATCH: usize = 1000;
 
 /// A transfer as a client asked for it, fields still unchecked.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -265,7 +265,7 @@ mod tests {
             }
         }
 
-        /// Page sizes: negative refused, 0 → default, otherwise clamped to 1..=500.
+        /// Page sizes: negative refused, 0 → default, otherwise clamped to 1..=1000.
         #[test]
         fn page_size_clamps(v in any::<i32>()) {
             match page_size("page_size", v) {
