@@ -5,7 +5,7 @@ SHELL := /bin/bash
 DEV_DIR ?= .dev
 CARGO ?= cargo
 
-.PHONY: help run stop test bench lint fmt proto-lint migration-lint deps build clean-dev
+.PHONY: help run stop test bench lint python-client client-scenarios fmt proto-lint migration-lint deps build clean-dev
 
 help: ## List targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -27,7 +27,7 @@ stop: ## Stop the .dev/ stack (data is kept; `make clean-dev` deletes it).
 clean-dev: ## Stop the .dev/ stack and delete its data.
 	@scripts/stack.sh destroy $(DEV_DIR)
 
-test: deps ## Throwaway stack on free ports, every test in the workspace, teardown.
+test: deps python-client ## Throwaway stack on free ports, every test in the workspace, teardown.
 	@scripts/test.sh
 
 bench: deps ## Store-layer and gateway benchmarks against a throwaway stack (see benches/README.md).
@@ -36,6 +36,14 @@ bench: deps ## Store-layer and gateway benchmarks against a throwaway stack (see
 lint: deps proto-lint migration-lint ## fmt, clippy -D warnings, buf lint, migration lint.
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+python-client: ## Install grpcio-tools into .tools/ and generate Python stubs in clients/python/.
+	@clients/python/generate.sh >/dev/null
+
+client-scenarios: python-client ## Run the Python and buf curl scenarios against `make run`.
+	@PY=$$(clients/python/generate.sh) && PW=$$(cat $(DEV_DIR)/secrets/operator-password) && \
+	  "$$PY" clients/python/scenario.py 127.0.0.1:50051 ops "$$PW" && \
+	  clients/python/scenario_buf.sh 127.0.0.1:50051 ops "$$PW"
 
 fmt: ## Format the code.
 	$(CARGO) fmt --all
