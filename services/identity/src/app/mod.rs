@@ -286,8 +286,7 @@ impl App {
             } else {
                 "role_changed"
             };
-            let sessions = self.store.revoke_user_sessions(id, None, reason).await?;
-            self.revoke_in_redis(&sessions).await?;
+            self.end_sessions(id, None, reason).await?;
         }
         Ok(updated)
     }
@@ -322,10 +321,8 @@ impl App {
         let hash = self.hasher.hash(new).await?;
         self.store.set_password_hash(caller.user_id, &hash).await?;
         let revoked = self
-            .store
-            .revoke_user_sessions(caller.user_id, caller.session_id, "password_changed")
+            .end_sessions(caller.user_id, caller.session_id, "password_changed")
             .await?;
-        self.revoke_in_redis(&revoked).await?;
         Ok(revoked.len())
     }
 
@@ -520,11 +517,7 @@ impl App {
         if user_id != caller.user_id && caller.role != Role::Admin {
             return Err(IdentityError::PermissionDenied);
         }
-        let sessions = self
-            .store
-            .revoke_user_sessions(user_id, None, "revoke_all")
-            .await?;
-        self.revoke_in_redis(&sessions).await?;
+        let sessions = self.end_sessions(user_id, None, "revoke_all").await?;
         tracing::info!(%user_id, count = sessions.len(), "sessions revoked");
         Ok(sessions.len())
     }
@@ -603,6 +596,38 @@ impl App {
         self.revocations
             .as_ref()
             .ok_or_else(|| IdentityError::Unavailable("revocation has no Redis".into()))
+    }
+
+    /// Ends every session of `user_id` except `keep`; returns those newly revoked.
+    ///
+    /// Redis first, then the database: if Redis fails the call fails with nothing marked,
+    /// and a retry does both. (The other order would let a retry find no live session in
+    /// the database and never tell Redis, leaving access tokens valid until they expire.)
+    async fn end_sessions(
+        &self,
+        user_id: Uuid,
+        keep: Option<Uuid>,
+        reason: &str,
+    ) -> Result<Vec<Uuid>, IdentityError> {
+        let window = self.settings.access_ttl + self.settings.leeway;
+        let window_secs = i64::try_from(window.as_secs()).unwrap_or(i64::MAX);
+        let live = self
+            .store
+            .sessions_to_revoke(user_id, keep, window_secs)
+            .await?;
+        self.revoke_in_redis(&live).await?;
+        let revoked = self
+            .store
+            .revoke_user_sessions(user_id, keep, reason)
+            .await?;
+        // A session started between the two statements is revoked in Redis as well.
+        let late: Vec<Uuid> = revoked
+            .iter()
+            .filter(|id| !live.contains(id))
+            .copied()
+            .collect();
+        self.revoke_in_redis(&late).await?;
+        Ok(revoked)
     }
 
     /// Marks sessions revoked in Redis for as long as any of their tokens could live.

@@ -420,6 +420,32 @@ impl Store {
         Ok(!rows.is_empty())
     }
 
+    /// Sessions of `user_id` (except `keep`) whose tokens may still be live: not revoked,
+    /// or revoked within the last `window_secs` (a revocation whose Redis half may have
+    /// failed must be retried, not forgotten).
+    pub async fn sessions_to_revoke(
+        &self,
+        user_id: Uuid,
+        keep: Option<Uuid>,
+        window_secs: i64,
+    ) -> Result<Vec<Uuid>, StoreError> {
+        let rows = self
+            .db
+            .query(
+                "SELECT id FROM identity.sessions \
+                 WHERE user_id = $1 AND ($2::uuid IS NULL OR id <> $2) \
+                   AND (revoke_time IS NULL \
+                        OR revoke_time > now() - $3::bigint * interval '1 second')",
+                &[
+                    (&user_id, Type::UUID),
+                    (&keep, Type::UUID),
+                    (&window_secs, Type::INT8),
+                ],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
     /// Revokes every live session of `user_id` except `keep`; the ids revoked.
     pub async fn revoke_user_sessions(
         &self,
