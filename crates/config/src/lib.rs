@@ -189,6 +189,51 @@ impl LedgerDbArgs {
     }
 }
 
+/// Automatic micro-batching of single CreateTransfer calls in the ledger: concurrent
+/// calls gathered for at most a window (or until a batch is full) share one database
+/// round trip and one commit, each keeping its own result.
+#[derive(Args, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LedgerBatchArgs {
+    /// How long (µs) a batch waits for more transfers after its first; 0 turns
+    /// batching off. Tokio's timers tick in milliseconds, so a window rounds up to one.
+    #[arg(
+        long,
+        env = "LEDGER_BATCH_WINDOW_US",
+        default_value_t = LedgerBatchArgs::DEFAULT_WINDOW_US
+    )]
+    pub ledger_batch_window_us: u64,
+    /// Most transfers in one batch (1..=1000).
+    #[arg(
+        long,
+        env = "LEDGER_BATCH_MAX",
+        default_value_t = LedgerBatchArgs::DEFAULT_MAX,
+        value_parser = clap::value_parser!(u16).range(1..=1000)
+    )]
+    pub ledger_batch_max: u16,
+}
+
+impl LedgerBatchArgs {
+    /// The default window: 1 ms, tokio's timer resolution.
+    pub const DEFAULT_WINDOW_US: u64 = 1_000;
+    /// The default batch size.
+    pub const DEFAULT_MAX: u16 = 100;
+
+    /// The window, or None when batching is off.
+    pub fn window(&self) -> Option<Duration> {
+        (self.ledger_batch_window_us > 0)
+            .then(|| Duration::from_micros(self.ledger_batch_window_us))
+    }
+}
+
+impl Default for LedgerBatchArgs {
+    fn default() -> Self {
+        Self {
+            ledger_batch_window_us: Self::DEFAULT_WINDOW_US,
+            ledger_batch_max: Self::DEFAULT_MAX,
+        }
+    }
+}
+
 /// Payments' database.
 #[derive(Args, Clone, Debug)]
 pub struct PaymentsDbArgs {

@@ -81,6 +81,16 @@ impl Platform {
         config: PlatformConfig,
         identity_config: ferrobank_identity::IdentityConfig,
     ) -> anyhow::Result<Self> {
+        let ledger_batch = ferrobank_config::LedgerBatchArgs::default();
+        Self::start_with(config, identity_config, ledger_batch).await
+    }
+
+    /// [`Platform::start_with_identity`] with the ledger's micro-batching settings.
+    pub async fn start_with(
+        config: PlatformConfig,
+        identity_config: ferrobank_identity::IdentityConfig,
+        ledger_batch: ferrobank_config::LedgerBatchArgs,
+    ) -> anyhow::Result<Self> {
         let (identity_l, identity_addr) =
             ferrobank_server::bind(config.listen.identity_addr, "identity").await?;
         let (ledger_l, ledger_addr) =
@@ -109,7 +119,8 @@ impl Platform {
             &config.ledger,
             authenticator_with_jwt(&config.auth, jwt.clone()),
         )
-        .context("starting ledger")?;
+        .context("starting ledger")?
+        .with_batching(&ledger_batch);
         tasks.spawn({
             let rx = rx.clone();
             async move { ("ledger", ledger.serve(ledger_l, shutdown_signal(rx)).await) }

@@ -44,6 +44,8 @@ enum Command {
         #[command(flatten)]
         ledger: LedgerDbArgs,
         #[command(flatten)]
+        ledger_batch: ferrobank_config::LedgerBatchArgs,
+        #[command(flatten)]
         payments: PaymentsDbArgs,
         #[command(flatten)]
         gateway: GatewayArgs,
@@ -87,6 +89,8 @@ enum Command {
         listen: std::net::SocketAddr,
         #[command(flatten)]
         db: LedgerDbArgs,
+        #[command(flatten)]
+        batch: ferrobank_config::LedgerBatchArgs,
     },
     /// The payments service.
     Payments {
@@ -126,6 +130,18 @@ enum AdminCommand {
         /// customer, operator or admin.
         #[arg(long, default_value = "admin")]
         role: String,
+        #[command(flatten)]
+        db: IdentityDbArgs,
+        #[command(flatten)]
+        identity_args: IdentityArgs,
+    },
+    /// Creates a service account (for IssueServiceToken) with a freshly generated
+    /// secret, and prints its id and the secret on standard output. The secret is shown
+    /// this once and stored only as a hash: keep it now, it cannot be shown again.
+    CreateServiceAccount {
+        /// The service id, e.g. "payments": IssueServiceTokenRequest.service_id.
+        #[arg(long)]
+        name: String,
         #[command(flatten)]
         db: IdentityDbArgs,
         #[command(flatten)]
@@ -238,12 +254,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             listen,
             identity,
             ledger,
+            ledger_batch,
             payments,
             gateway,
             ..
         } => {
             let identity_config = identity_config.context("identity settings")?;
-            let platform = Platform::start_with_identity(
+            let platform = Platform::start_with(
                 PlatformConfig {
                     listen,
                     identity: identity.settings(pool),
@@ -253,6 +270,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     gateway: Some(gateway),
                 },
                 identity_config,
+                ledger_batch,
             )
             .await?;
             let handle = platform.shutdown_handle();
@@ -287,12 +305,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .serve(listener, shutdown_signal(rx))
                 .await
         }
-        Command::Ledger { listen, db } => {
+        Command::Ledger { listen, db, batch } => {
             let (listener, _) = ferrobank_server::bind(listen, "ledger").await?;
             ferrobank_ledger::Ledger::new(
                 &db.settings(pool),
                 ferrobank::authenticator_with_jwt(&cli.auth, jwt_verifier(&cli.jwt)?),
             )?
+            .with_batching(&batch)
             .serve(listener, shutdown_signal(rx))
             .await
         }
@@ -322,6 +341,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             )
             .await
         }
+        Command::Admin(AdminCommand::CreateServiceAccount {
+            name,
+            db,
+            identity_args,
+        }) => admin_create_service_account(&db.settings(pool), &identity_args, &name).await,
     }
 }
 
@@ -442,6 +466,47 @@ async fn admin_create_user(
         user.role,
         user.username,
         user.id
+    )?;
+    Ok(())
+}
+
+/// `ferrobank admin create-service-account`: registers `name` with a fresh random
+/// secret and prints both once on stdout, for the operator's terminal; the secret never
+/// goes to the logs and is stored only as an argon2id hash.
+async fn admin_create_service_account(
+    settings: &ferrobank_config::DatabaseSettings,
+    args: &IdentityArgs,
+    name: &str,
+) -> anyhow::Result<()> {
+    if name.trim().is_empty() {
+        anyhow::bail!("--name must not be empty");
+    }
+    // Two v4 UUIDs: 244 bits from the OS random number generator, 64 hex characters.
+    let secret = format!("{}{}", uuid_v4().simple(), uuid_v4().simple());
+    // Keys are not used; only the argon2 cost is.
+    let mut config = ferrobank_identity::IdentityConfig::ephemeral();
+    config.argon2 = ferrobank_identity::Argon2Params {
+        memory_kib: args.identity_argon2_memory_kib,
+        iterations: args.identity_argon2_iterations,
+        parallelism: args.identity_argon2_parallelism,
+    };
+    let identity = ferrobank_identity::Identity::new(settings, config)?;
+    let id = identity
+        .app()
+        .create_service_account(name, secret.clone().into())
+        .await
+        .map_err(|e| match e {
+            ferrobank_identity::app::IdentityError::AlreadyExists { .. } => {
+                anyhow::anyhow!("service account {name:?} already exists")
+            }
+            other => anyhow::anyhow!("{other}"),
+        })?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "created service account {name} ({id})")?;
+    writeln!(out, "secret: {secret}")?;
+    writeln!(
+        out,
+        "The secret is shown only this once; store it now (it is kept only as a hash)."
     )?;
     Ok(())
 }

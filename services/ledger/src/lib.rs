@@ -12,7 +12,7 @@ mod store;
 use std::time::Duration;
 
 use ferrobank_auth::SharedAuthenticator;
-use ferrobank_config::{DatabaseSettings, PgUrl};
+use ferrobank_config::{DatabaseSettings, LedgerBatchArgs, PgUrl};
 use ferrobank_db::{Db, ReportingPool};
 use ferrobank_proto::ledger::ledger_service_server::LedgerServiceServer;
 use ferrobank_proto::reporting::reporting_service_server::ReportingServiceServer;
@@ -40,6 +40,10 @@ pub struct Ledger {
     auth: SharedAuthenticator,
     /// Bypasses any pooler: LISTEN for the event stream, advisory locks.
     direct_url: PgUrl,
+    /// The primary pool's size (bounds the batches in flight).
+    pool_size: usize,
+    /// Micro-batching of single CreateTransfer calls; None: off.
+    batching: Option<store::batch::BatchSettings>,
 }
 
 impl Ledger {
@@ -53,7 +57,23 @@ impl Ledger {
             reporting,
             auth,
             direct_url: settings.direct_url.clone(),
+            pool_size: settings.primary.max_size,
+            batching: None,
         })
+    }
+
+    /// Turns on automatic micro-batching of single CreateTransfer calls (off after
+    /// [`Ledger::new`]; a window of 0 keeps it off). Concurrent calls gathered within
+    /// the window, up to the batch size, share one round trip and one commit; each
+    /// keeps its own result. At most half the primary pool runs batches at once, so
+    /// reads and other writes keep connections.
+    pub fn with_batching(mut self, batch: &LedgerBatchArgs) -> Self {
+        self.batching = batch.window().map(|window| store::batch::BatchSettings {
+            window,
+            max: usize::from(batch.ledger_batch_max).clamp(1, store::batch::MAX_MEMBERS),
+            in_flight: (self.pool_size / 2).max(1),
+        });
+        self
     }
 
     /// Serves both services with reflection and health until `shutdown`.

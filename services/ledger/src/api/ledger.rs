@@ -33,7 +33,10 @@ pub struct LedgerApi {
 impl LedgerApi {
     /// Wraps the shared state.
     pub fn new(ledger: Ledger) -> Self {
-        let app = Arc::new(LedgerApp::new(Store::new(ledger.db.clone())));
+        let app = Arc::new(LedgerApp::new(
+            Store::new(ledger.db.clone()),
+            ledger.batching,
+        ));
         Self { ledger, app }
     }
 

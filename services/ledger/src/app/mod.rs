@@ -33,6 +33,7 @@ use tokio::sync::RwLock;
 use uuid::Uuid;
 
 use crate::store::Store;
+use crate::store::batch::{BatchSettings, Batcher};
 
 pub use accounts::{AccountListInput, OpenAccountInput};
 pub use error::{LedgerError, LedgerResult};
@@ -63,13 +64,17 @@ impl Reference {
 /// The ledger's use cases.
 pub struct LedgerApp {
     store: Store,
+    /// Micro-batches single CreateTransfer calls; None: each is its own round trip.
+    batcher: Option<Batcher>,
     reference: RwLock<Option<Arc<Reference>>>,
 }
 
 impl LedgerApp {
-    /// Use cases over `store`.
-    pub fn new(store: Store) -> Self {
+    /// Use cases over `store`; with `batching`, starts the transfer batcher on the
+    /// current runtime (it ends when this is dropped).
+    pub fn new(store: Store, batching: Option<BatchSettings>) -> Self {
         Self {
+            batcher: batching.map(|s| Batcher::spawn(store.clone(), s)),
             store,
             reference: RwLock::new(None),
         }

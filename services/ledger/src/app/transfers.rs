@@ -34,7 +34,12 @@ impl LedgerApp {
             .await?;
         let scope = create_scope(p, &reference, &t)?;
         let (new, meta) = new_transfer(p, rid, rid, t, scope);
-        let out = self.store.create_transfer(&new).await?;
+        // Batched or not, the member carries the client's request id unchanged: the
+        // SQL gives both paths the same fingerprint, so either replays the other.
+        let out = match &self.batcher {
+            Some(batcher) => batcher.create_transfer(new).await?,
+            None => self.store.create_transfer(&new).await?,
+        };
         let transfer = self.created(&out.value, &meta, "transfer.").await?;
         Ok(Written {
             ledger_time: Some(transfer.updated_at),

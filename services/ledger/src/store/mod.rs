@@ -3,6 +3,7 @@
 //! into plain types. It knows nothing of gRPC, principals or validation, and fails
 //! only with [`StoreError`].
 
+pub mod batch;
 pub mod sql;
 
 use std::time::{Duration, SystemTime};
