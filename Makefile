@@ -5,7 +5,7 @@ SHELL := /bin/bash
 DEV_DIR ?= .dev
 CARGO ?= cargo
 
-.PHONY: help run stop test bench lint python-client client-scenarios fmt proto-lint migration-lint deps build clean-dev
+.PHONY: help run stop test bench bench-load lint python-client client-scenarios fmt proto-lint migration-lint deps build clean-dev
 
 help: ## List targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -30,8 +30,12 @@ clean-dev: ## Stop the .dev/ stack and delete its data.
 test: deps python-client ## Throwaway stack on free ports, every test in the workspace, teardown.
 	@scripts/test.sh
 
-bench: deps ## Store-layer and gateway benchmarks against a throwaway stack (see benches/README.md).
+bench: deps ## Criterion benches (store layer, gateway) and the end-to-end load tool; see benches/README.md.
 	@scripts/test.sh --bench
+	@scripts/bench-load.sh
+
+bench-load: deps ## End-to-end gRPC load benchmark with the pgbench comparison (BENCH_SECONDS=20).
+	@scripts/bench-load.sh
 
 lint: deps proto-lint migration-lint ## fmt, clippy -D warnings, buf lint, migration lint.
 	$(CARGO) fmt --all -- --check

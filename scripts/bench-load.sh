@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# End-to-end load benchmark: a throwaway stack (Postgres primary + replica + Redis, with
+# production durability: NOT --fast) on free ports, `ferrobank all` built in release
+# and started against it, the `ferrobank-load` scenarios below run one after the other
+# over real gRPC, one JSON result per scenario in benches/results/, and everything torn
+# down on exit (also on failure or Ctrl-C).
+#
+#   scripts/bench-load.sh
+#
+#   a-uniform   single transfers, uniform keys, 32 clients, plus pgbench tpcb-like
+#   b-hot       single transfers, one hot credit account, 32 clients
+#   c-batch     batches of 100, 8 clients
+#   d-open1000  single transfers offered open-loop at 1000/s, 32 clients (p99 target)
+#
+# Environment: BENCH_SECONDS (measured seconds per scenario, default 20), BENCH_WARMUP
+# (default 3), BENCH_RATE (scenario d, default 1000), BENCH_SCENARIOS (default
+# "a b c d"), BENCH_OUT (default benches/results), BENCH_TAG (file name prefix, default
+# the UTC time).
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$REPO"
+
+SECS=${BENCH_SECONDS:-20}
+WARMUP=${BENCH_WARMUP:-3}
+RATE=${BENCH_RATE:-1000}
+SCENARIOS=${BENCH_SCENARIOS:-a b c d}
+OUT=${BENCH_OUT:-benches/results}
+TAG=${BENCH_TAG:-$(date -u +%Y%m%dT%H%M%SZ)}
+log() { echo "bench-load: $*" >&2; }
+
+# Release builds first: they take minutes and need no stack.
+cargo build --release --locked -p ferrobank -p ferrobank-load
+BIN=$REPO/target/release/ferrobank
+LOAD=$REPO/target/release/ferrobank-load
+
+# The stack directory must be reachable by the unprivileged Postgres user.
+STACK_DIR=$(mktemp -d /tmp/ferrobank-bench.XXXXXX)
+chmod 755 "$STACK_DIR"
+SERVER_PID=""
+cleanup() {
+    local rc=$?
+    if [[ -n $SERVER_PID ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
+        kill "$SERVER_PID" 2>/dev/null || true
+        for _ in $(seq 1 50); do
+            kill -0 "$SERVER_PID" 2>/dev/null || break
+            sleep 0.2
+        done
+        kill -9 "$SERVER_PID" 2>/dev/null || true
+    fi
+    if ((rc != 0)) && [[ -f $STACK_DIR/ferrobank.log ]]; then
+        log "ferrobank all failed or the run was interrupted; last server log lines:"
+        tail -n 20 "$STACK_DIR/ferrobank.log" >&2 || true
+    fi
+    scripts/stack.sh destroy "$STACK_DIR" >/dev/null 2>&1 || true
+    rm -rf "$STACK_DIR"
+    exit "$rc"
+}
+trap cleanup EXIT INT TERM
+
+# A base port with eight free ports: primary, replica, Redis, pooler (stack.sh), then
+# the gateway, identity, ledger and payments of `ferrobank all`.
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+BASE=""
+for _ in $(seq 1 50); do
+    candidate=$((20000 + RANDOM % 20000))
+    ok=1
+    for off in 0 1 2 3 4 5 6 7; do
+        port_free $((candidate + off)) || { ok=0; break; }
+    done
+    if ((ok)); then
+        BASE=$candidate
+        break
+    fi
+done
+[[ -n $BASE ]] || { log "no free port range found"; exit 1; }
+
+scripts/stack.sh start "$STACK_DIR" --base-port "$BASE"
+# shellcheck disable=SC1091
+source "$STACK_DIR/env"
+export IDENTITY_DATABASE_URL LEDGER_DATABASE_URL PAYMENTS_DATABASE_URL
+export LEDGER_REPORTING_DATABASE_URL REDIS_URL DATABASE_URL_ADMIN
+FERROBANK_IDENTITY_SIGNING_KEY_FILES="$(scripts/dev-keys.sh "$STACK_DIR")"
+export FERROBANK_IDENTITY_SIGNING_KEY_FILES
+
+GATEWAY_PORT=$((BASE + 4))
+export FERROBANK_GATEWAY_ADDR=127.0.0.1:$GATEWAY_PORT
+export FERROBANK_IDENTITY_ADDR=127.0.0.1:$((BASE + 5))
+export FERROBANK_LEDGER_ADDR=127.0.0.1:$((BASE + 6))
+export FERROBANK_PAYMENTS_ADDR=127.0.0.1:$((BASE + 7))
+export FERROBANK_ADMIN_ADDR=127.0.0.1:0
+# The benchmark measures the platform, not the gateway's per-principal quotas: rate 0
+# turns a class's limit off; the in-flight caps stay at their defaults.
+export FERROBANK_GATEWAY_RATE_READ_PER_MIN=0
+export FERROBANK_GATEWAY_RATE_WRITE_PER_MIN=0
+export FERROBANK_GATEWAY_RATE_LOGIN_PER_MIN=0
+# Production logging: JSON at info.
+export FERROBANK_LOG_FORMAT=json RUST_LOG=${RUST_LOG:-info}
+
+"$BIN" migrate
+OPS_PASSWORD_FILE=$STACK_DIR/secrets/operator-password
+(umask 077 && head -c 18 /dev/urandom | base64 | tr -d '/+=' >"$OPS_PASSWORD_FILE")
+FERROBANK_ADMIN_PASSWORD=$(cat "$OPS_PASSWORD_FILE") \
+    "$BIN" admin create-user --username ops --email ops@bench.local --role operator
+
+"$BIN" all >"$STACK_DIR/ferrobank.log" 2>&1 &
+SERVER_PID=$!
+TARGET=http://127.0.0.1:$GATEWAY_PORT
+"$LOAD" --target "$TARGET" --wait-ready 60s --ready-only
+
+mkdir -p "$OUT"
+common=(--target "$TARGET" --operator-user ops --operator-password-file "$OPS_PASSWORD_FILE"
+    --duration "${SECS}s" --warmup "${WARMUP}s" --server-pid "$SERVER_PID")
+scenario() {
+    local name=$1
+    shift
+    log "scenario $name: ferrobank-load $*"
+    "$LOAD" "${common[@]}" --name "$name" --json "$OUT/$TAG-$name.json" "$@"
+    kill -0 "$SERVER_PID" 2>/dev/null || { log "ferrobank all exited during $name"; exit 1; }
+}
+for s in $SCENARIOS; do
+    case $s in
+        a) scenario a-uniform --clients 32 --keys uniform --mix single=100 --pgbench ;;
+        b) scenario b-hot --clients 32 --keys hot --mix single=100 ;;
+        c) scenario c-batch --clients 8 --keys uniform --mix batch=100 --batch-size 100 ;;
+        d) scenario d-open"$RATE" --clients 32 --keys uniform --mix single=100 --rate "$RATE" ;;
+        *) log "unknown scenario '$s' (use a b c d)"; exit 2 ;;
+    esac
+done
+log "peak RSS of ferrobank all: $(awk '/^VmHWM:/ {print $2, $3}' "/proc/$SERVER_PID/status")"
+log "results in $OUT/$TAG-*.json"
