@@ -11,8 +11,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use ferrobank::{Platform, PlatformConfig};
-use ferrobank_config::ListenArgs;
+mod common;
+
+use ferrobank::Platform;
 use ferrobank_testkit::TestDb;
 
 const OPERATOR: &str = "ops";
@@ -24,32 +25,13 @@ fn repo() -> PathBuf {
         .unwrap()
 }
 
-fn port_zero() -> ListenArgs {
-    let any = "127.0.0.1:0".parse().unwrap();
-    ListenArgs {
-        gateway_addr: any,
-        identity_addr: any,
-        ledger_addr: any,
-        payments_addr: any,
-    }
-}
-
 /// The whole platform (identity with keys and Redis, ledger, payments, gateway) on port
 /// 0, with an operator created the way `ferrobank admin create-user --role operator`
 /// does it. The databases come first in the returned list: identity, ledger, payments.
 async fn start_with_operator() -> (Platform, Vec<TestDb>) {
-    let identity = TestDb::new("identity", ferrobank_identity::migrations)
-        .await
-        .unwrap();
-    let ledger = TestDb::new("ledger", ferrobank_ledger::migrations)
-        .await
-        .unwrap();
-    let payments = TestDb::new("payments", ferrobank_payments::migrations)
-        .await
-        .unwrap();
-
+    let dbs = common::databases().await;
     let admin = ferrobank_identity::Identity::new(
-        &identity.settings,
+        &dbs[0].settings,
         ferrobank_identity::IdentityConfig::ephemeral(),
     )
     .unwrap();
@@ -69,29 +51,11 @@ async fn start_with_operator() -> (Platform, Vec<TestDb>) {
         )
         .await
         .unwrap_or_else(|e| panic!("creating the operator: {e}"));
-
     let keys =
         ferrobank_auth::keys::KeyRing::new(vec![ferrobank_auth::keys::PrivateKey::generate()])
             .unwrap();
-    let identity_config = ferrobank_identity::IdentityConfig::with_keys(
-        keys,
-        Some(ferrobank_testkit::env().await.redis_url()),
-        &ferrobank_testkit::redis_prefix(),
-    );
-    let platform = Platform::start_with_identity(
-        PlatformConfig {
-            listen: port_zero(),
-            identity: identity.settings.clone(),
-            ledger: ledger.settings.clone(),
-            payments: payments.settings.clone(),
-            auth: ferrobank_config::AuthArgs::default(),
-            gateway: None,
-        },
-        identity_config,
-    )
-    .await
-    .unwrap();
-    (platform, vec![identity, ledger, payments])
+    let platform = common::start(&dbs, keys).await;
+    (platform, dbs)
 }
 
 /// Runs `command` on a blocking thread (so the in-process platform keeps serving) from

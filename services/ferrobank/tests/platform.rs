@@ -4,8 +4,10 @@
 
 use std::time::Duration;
 
-use ferrobank::{Platform, PlatformConfig};
-use ferrobank_config::ListenArgs;
+mod common;
+
+use common::bearer;
+use ferrobank::Platform;
 use ferrobank_proto::status::reason;
 use ferrobank_testkit::TestDb;
 use tonic::Code;
@@ -18,37 +20,8 @@ use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
-fn port_zero() -> ListenArgs {
-    let any = "127.0.0.1:0".parse().unwrap();
-    ListenArgs {
-        gateway_addr: any,
-        identity_addr: any,
-        ledger_addr: any,
-        payments_addr: any,
-    }
-}
-
 async fn start() -> (Platform, Vec<TestDb>) {
-    let identity = TestDb::new("identity", ferrobank_identity::migrations)
-        .await
-        .unwrap();
-    let ledger = TestDb::new("ledger", ferrobank_ledger::migrations)
-        .await
-        .unwrap();
-    let payments = TestDb::new("payments", ferrobank_payments::migrations)
-        .await
-        .unwrap();
-    let platform = Platform::start(PlatformConfig {
-        listen: port_zero(),
-        identity: identity.settings.clone(),
-        ledger: ledger.settings.clone(),
-        payments: payments.settings.clone(),
-        auth: ferrobank_config::AuthArgs::default(),
-        gateway: None,
-    })
-    .await
-    .unwrap();
-    (platform, vec![identity, ledger, payments])
+    common::start_with_redis().await
 }
 
 async fn list_services_v1(channel: Channel) -> Vec<String> {
@@ -158,48 +131,6 @@ async fn gateway_lists_services_and_reports_health() {
     running.await.unwrap().unwrap();
 }
 
-async fn start_with_redis() -> (Platform, Vec<TestDb>) {
-    let identity = TestDb::new("identity", ferrobank_identity::migrations)
-        .await
-        .unwrap();
-    let ledger = TestDb::new("ledger", ferrobank_ledger::migrations)
-        .await
-        .unwrap();
-    let payments = TestDb::new("payments", ferrobank_payments::migrations)
-        .await
-        .unwrap();
-    let keys =
-        ferrobank_auth::keys::KeyRing::new(vec![ferrobank_auth::keys::PrivateKey::generate()])
-            .unwrap();
-    let identity_config = ferrobank_identity::IdentityConfig::with_keys(
-        keys,
-        Some(ferrobank_testkit::env().await.redis_url()),
-        &ferrobank_testkit::redis_prefix(),
-    );
-    let platform = Platform::start_with_identity(
-        PlatformConfig {
-            listen: port_zero(),
-            identity: identity.settings.clone(),
-            ledger: ledger.settings.clone(),
-            payments: payments.settings.clone(),
-            auth: ferrobank_config::AuthArgs::default(),
-            gateway: None,
-        },
-        identity_config,
-    )
-    .await
-    .unwrap();
-    (platform, vec![identity, ledger, payments])
-}
-
-fn bearer<T>(message: T, token: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    request
-}
-
 /// Through the gateway: sign up and log in with identity, then the returned token opens
 /// an account on the ledger; the same call without a token is UNAUTHENTICATED; an RPC
 /// that is not built yet answers UNIMPLEMENTED to an authenticated caller, and a
@@ -211,7 +142,7 @@ async fn token_from_identity_is_accepted_by_the_ledger_through_the_gateway() {
     use ferrobank_proto::ledger::OpenAccountRequest;
     use ferrobank_proto::ledger::ledger_service_client::LedgerServiceClient;
 
-    let (platform, _dbs) = start_with_redis().await;
+    let (platform, _dbs) = common::start_with_redis().await;
     let channel = Channel::from_shared(format!("http://{}", platform.gateway_addr))
         .unwrap()
         .connect()

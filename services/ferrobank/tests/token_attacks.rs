@@ -18,10 +18,11 @@ use std::net::SocketAddr;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ed25519_dalek::{Signer, SigningKey};
-use ferrobank::{Platform, PlatformConfig};
+mod common;
+
+use ferrobank::Platform;
 use ferrobank_auth::jwt::{self, Claims};
 use ferrobank_auth::keys::{KeyRing, PrivateKey};
-use ferrobank_config::ListenArgs;
 use ferrobank_proto::identity as idpb;
 use ferrobank_proto::identity::identity_service_client::IdentityServiceClient;
 use ferrobank_proto::ledger as lpb;
@@ -125,47 +126,11 @@ fn hmac_sha256(key: &[u8], message: &[u8]) -> Vec<u8> {
         .to_vec()
 }
 
-fn port_zero() -> ListenArgs {
-    let any = "127.0.0.1:0".parse().unwrap();
-    ListenArgs {
-        gateway_addr: any,
-        identity_addr: any,
-        ledger_addr: any,
-        payments_addr: any,
-    }
-}
-
 /// The whole platform in process, identity signing with `key`, revocations in Redis.
 async fn start(key: &Key) -> (Platform, Vec<TestDb>) {
-    let identity = TestDb::new("identity", ferrobank_identity::migrations)
-        .await
-        .unwrap();
-    let ledger = TestDb::new("ledger", ferrobank_ledger::migrations)
-        .await
-        .unwrap();
-    let payments = TestDb::new("payments", ferrobank_payments::migrations)
-        .await
-        .unwrap();
-    let keys = KeyRing::new(vec![key.key.clone()]).unwrap();
-    let identity_config = ferrobank_identity::IdentityConfig::with_keys(
-        keys,
-        Some(ferrobank_testkit::env().await.redis_url()),
-        &ferrobank_testkit::redis_prefix(),
-    );
-    let platform = Platform::start_with_identity(
-        PlatformConfig {
-            listen: port_zero(),
-            identity: identity.settings.clone(),
-            ledger: ledger.settings.clone(),
-            payments: payments.settings.clone(),
-            auth: ferrobank_config::AuthArgs::default(),
-            gateway: None,
-        },
-        identity_config,
-    )
-    .await
-    .unwrap();
-    (platform, vec![identity, ledger, payments])
+    let dbs = common::databases().await;
+    let platform = common::start(&dbs, KeyRing::new(vec![key.key.clone()]).unwrap()).await;
+    (platform, dbs)
 }
 
 async fn connect(addr: SocketAddr) -> Channel {

@@ -1,0 +1,76 @@
+//! Shared harness for the end-to-end tests: the three service databases and the whole
+//! platform in process on port 0 (identity with the given keys and Redis, ledger,
+//! payments, gateway), and bearer metadata.
+
+// Each test binary uses a different subset.
+#![allow(dead_code)]
+
+use ferrobank::{Platform, PlatformConfig};
+use ferrobank_auth::keys::{KeyRing, PrivateKey};
+use ferrobank_config::ListenArgs;
+use ferrobank_testkit::TestDb;
+
+/// Every listener on 127.0.0.1 port 0.
+pub fn port_zero() -> ListenArgs {
+    let any = "127.0.0.1:0".parse().unwrap();
+    ListenArgs {
+        gateway_addr: any,
+        identity_addr: any,
+        ledger_addr: any,
+        payments_addr: any,
+    }
+}
+
+/// Fresh migrated databases: identity, ledger, payments (in that order).
+pub async fn databases() -> Vec<TestDb> {
+    vec![
+        TestDb::new("identity", ferrobank_identity::migrations)
+            .await
+            .unwrap(),
+        TestDb::new("ledger", ferrobank_ledger::migrations)
+            .await
+            .unwrap(),
+        TestDb::new("payments", ferrobank_payments::migrations)
+            .await
+            .unwrap(),
+    ]
+}
+
+/// The platform on `dbs` (from [`databases`]), identity signing with `keys`,
+/// revocations and throttling in the test Redis under a fresh prefix.
+pub async fn start(dbs: &[TestDb], keys: KeyRing) -> Platform {
+    let identity_config = ferrobank_identity::IdentityConfig::with_keys(
+        keys,
+        Some(ferrobank_testkit::env().await.redis_url()),
+        &ferrobank_testkit::redis_prefix(),
+    );
+    Platform::start_with_identity(
+        PlatformConfig {
+            listen: port_zero(),
+            identity: dbs[0].settings.clone(),
+            ledger: dbs[1].settings.clone(),
+            payments: dbs[2].settings.clone(),
+            auth: ferrobank_config::AuthArgs::default(),
+            gateway: None,
+        },
+        identity_config,
+    )
+    .await
+    .unwrap()
+}
+
+/// Fresh databases and the platform on them with a new signing key.
+pub async fn start_with_redis() -> (Platform, Vec<TestDb>) {
+    let dbs = databases().await;
+    let platform = start(&dbs, KeyRing::new(vec![PrivateKey::generate()]).unwrap()).await;
+    (platform, dbs)
+}
+
+/// `message` with `authorization: Bearer <token>`.
+pub fn bearer<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+}
