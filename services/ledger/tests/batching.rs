@@ -162,21 +162,7 @@ impl Pair {
 
     /// Every check of `ledger.verify_invariants()` reports zero violations.
     async fn assert_invariants(&self) {
-        let client = self.db.admin().await.unwrap();
-        let rows = client
-            .query(
-                "select check_name, violations, sample from ledger.verify_invariants()",
-                &[],
-            )
-            .await
-            .unwrap();
-        assert!(!rows.is_empty());
-        for row in rows {
-            let name: String = row.get(0);
-            let violations: i64 = row.get(1);
-            let sample: Option<String> = row.get(2);
-            assert_eq!(violations, 0, "invariant {name} violated: {sample:?}");
-        }
+        common::assert_invariants(&self.db).await;
     }
 }
 

@@ -181,21 +181,7 @@ impl TestLedger {
 
     /// Every check of `ledger.verify_invariants()` reports zero violations.
     pub async fn assert_invariants(&self) {
-        let client = self.db.admin().await.unwrap();
-        let rows = client
-            .query(
-                "select check_name, violations, sample from ledger.verify_invariants()",
-                &[],
-            )
-            .await
-            .unwrap();
-        assert!(!rows.is_empty());
-        for row in rows {
-            let name: String = row.get(0);
-            let violations: i64 = row.get(1);
-            let sample: Option<String> = row.get(2);
-            assert_eq!(violations, 0, "invariant {name} violated: {sample:?}");
-        }
+        assert_invariants(&self.db).await;
     }
 
     /// Counts rows of a ledger table (for "nothing changed" assertions).
@@ -206,5 +192,24 @@ impl TestLedger {
             .await
             .unwrap()
             .get(0)
+    }
+}
+
+/// Every check of `ledger.verify_invariants()` on `db` reports zero violations.
+pub async fn assert_invariants(db: &TestDb) {
+    let client = db.admin().await.unwrap();
+    let rows = client
+        .query(
+            "select check_name, violations, sample from ledger.verify_invariants()",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(!rows.is_empty());
+    for row in rows {
+        let name: String = row.get(0);
+        let violations: i64 = row.get(1);
+        let sample: Option<String> = row.get(2);
+        assert_eq!(violations, 0, "invariant {name} violated: {sample:?}");
     }
 }
