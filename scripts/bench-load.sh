@@ -14,7 +14,8 @@
 #
 # Environment: BENCH_SECONDS (measured seconds per scenario, default 20), BENCH_WARMUP
 # (default 3), BENCH_RATE (scenario d, default 1000), BENCH_SCENARIOS (default
-# "a b c d"), BENCH_OUT (default benches/results), BENCH_TAG (file name prefix, default
+# "a b c d"), BENCH_DIRECT=1 (send the measured calls straight to the ledger's port,
+# bypassing the gateway; setup still goes through it), BENCH_OUT (default benches/results), BENCH_TAG (file name prefix, default
 # the UTC time).
 set -euo pipefail
 
@@ -111,6 +112,9 @@ TARGET=http://127.0.0.1:$GATEWAY_PORT
 mkdir -p "$OUT"
 common=(--target "$TARGET" --operator-user ops --operator-password-file "$OPS_PASSWORD_FILE"
     --duration "${SECS}s" --warmup "${WARMUP}s" --server-pid "$SERVER_PID")
+if [[ ${BENCH_DIRECT:-0} == 1 ]]; then
+    common+=(--workload-target "http://$FERROBANK_LEDGER_ADDR")
+fi
 scenario() {
     local name=$1
     shift

@@ -6,11 +6,17 @@
 //! the log only. Expired and revoked tokens carry the contract's TOKEN_EXPIRED and
 //! TOKEN_REVOKED reasons so clients know to refresh or sign in again.
 //!
+//! A token whose signature and claims were verified once is remembered (bounded, until
+//! it expires): the same bytes verify the same way, so a client's later calls skip
+//! the Ed25519 check — the largest CPU cost of an authenticated call. Expiry, the
+//! signing key still being published, and revocation are checked on every call.
+//!
 //! When the revocation check cannot be made (Redis down, slow, or not configured) the
 //! [`RevocationFallback`] decides: `Closed` (the default) answers UNAVAILABLE, `Open`
 //! accepts the token with a warning.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ferrobank_config::{JwtArgs, RevocationFallback};
@@ -27,6 +33,9 @@ use crate::{Authenticator, Principal, unauthenticated};
 /// The generic message of every token refusal.
 const REFUSED: &str = "missing or invalid credentials";
 
+/// Most verified tokens remembered at once (~1 KiB each).
+const VERIFIED_CACHE_CAPACITY: usize = 8192;
+
 /// See the module docs.
 #[derive(Clone)]
 pub struct JwtAuthenticator {
@@ -34,6 +43,38 @@ pub struct JwtAuthenticator {
     keys: Arc<dyn KeySource>,
     revocations: Option<Revocations>,
     fallback: RevocationFallback,
+    verified: Arc<VerifiedCache>,
+}
+
+/// Tokens whose signature and claims checked out, by their exact text.
+#[derive(Default)]
+struct VerifiedCache {
+    tokens: Mutex<HashMap<Box<str>, Verified>>,
+}
+
+impl VerifiedCache {
+    fn get(&self, token: &str) -> Option<Verified> {
+        let tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        tokens.get(token).cloned()
+    }
+
+    fn remove(&self, token: &str) {
+        let mut tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        tokens.remove(token);
+    }
+
+    /// Remembers `verified`; when full, forgets expired tokens first and everything
+    /// if that is not enough, so the cache never grows past its capacity.
+    fn insert(&self, token: &str, verified: &Verified, now: i64, leeway: i64) {
+        let mut tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        if tokens.len() >= VERIFIED_CACHE_CAPACITY {
+            tokens.retain(|_, v| now <= v.exp.saturating_add(leeway));
+            if tokens.len() >= VERIFIED_CACHE_CAPACITY {
+                tokens.clear();
+            }
+        }
+        tokens.insert(token.into(), verified.clone());
+    }
 }
 
 impl std::fmt::Debug for JwtAuthenticator {
@@ -60,6 +101,7 @@ impl JwtAuthenticator {
             keys,
             revocations,
             fallback,
+            verified: Arc::default(),
         }
     }
 
@@ -150,19 +192,42 @@ impl JwtAuthenticator {
 
     /// Signature and claims only, no revocation check.
     pub async fn verify_signed(&self, token: &str) -> Result<Verified, Status> {
+        let now = unix_now();
+        let leeway = self.validation.leeway_secs;
+        if let Some(known) = self.verified.get(token) {
+            // Verified before: still unexpired, and its key still published (a
+            // retired key's tokens stop working at once, as on the full path).
+            if now > known.exp.saturating_add(leeway) {
+                self.verified.remove(token);
+                return Err(refused(TokenError::Expired));
+            }
+            if self.key(&known.kid).await?.is_some() {
+                return Ok(known);
+            }
+            self.verified.remove(token);
+        }
         let parsed = jwt::parse(token).map_err(refused)?;
-        let key = self.keys.key(&parsed.kid).await.map_err(|err| {
+        let key = self
+            .key(&parsed.kid)
+            .await?
+            .ok_or_else(|| refused(TokenError::UnknownKey(parsed.kid.clone())))?;
+        let verified = parsed
+            .verify(&key, &self.validation, now)
+            .map_err(refused)?;
+        self.verified.insert(token, &verified, now, leeway);
+        Ok(verified)
+    }
+
+    /// The published key `kid`, if any.
+    async fn key(&self, kid: &str) -> Result<Option<crate::keys::PublicKey>, Status> {
+        self.keys.key(kid).await.map_err(|err| {
             tracing::warn!(error = %err, "verification keys unavailable");
             status::error(
                 Code::Unavailable,
                 ErrorReason::Unavailable,
                 "cannot verify credentials right now; retry later",
             )
-        })?;
-        let key = key.ok_or_else(|| refused(TokenError::UnknownKey(parsed.kid.clone())))?;
-        parsed
-            .verify(&key, &self.validation, unix_now())
-            .map_err(refused)
+        })
     }
 }
 
@@ -196,5 +261,118 @@ fn refused(err: TokenError) -> Status {
 impl Authenticator for JwtAuthenticator {
     async fn authenticate(&self, metadata: &MetadataMap) -> Result<Principal, Status> {
         self.verify_metadata(metadata).await.map(|v| v.principal)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jwt::{Claims, sign};
+    use crate::key_source::LocalKeys;
+    use crate::keys::PrivateKey;
+
+    fn validation() -> Validation {
+        Validation {
+            issuer: "iss".into(),
+            audience: "aud".into(),
+            leeway_secs: 5,
+        }
+    }
+
+    fn token(key: &PrivateKey) -> String {
+        let now = unix_now();
+        let claims = Claims {
+            iss: "iss".into(),
+            aud: "aud".into(),
+            sub: uuid::Uuid::now_v7().to_string(),
+            role: "customer".into(),
+            sid: Some(uuid::Uuid::now_v7().to_string()),
+            jti: uuid::Uuid::new_v4().to_string(),
+            iat: now,
+            nbf: Some(now),
+            exp: now + 600,
+        };
+        sign(&claims, key)
+    }
+
+    fn verifier(keys: Arc<LocalKeys>) -> JwtAuthenticator {
+        JwtAuthenticator::new(validation(), keys, None, RevocationFallback::Open)
+    }
+
+    /// A verified token is remembered; a one-byte change to it is not served from the
+    /// cache but verified (and refused) in full.
+    #[tokio::test]
+    async fn verified_tokens_are_remembered_by_their_exact_text() {
+        let key = PrivateKey::generate();
+        let v = verifier(Arc::new(LocalKeys::new(vec![key.public()])));
+        let t = token(&key);
+        let first = v.verify_signed(&t).await.unwrap();
+        assert_eq!(v.verified.get(&t), Some(first.clone()));
+        assert_eq!(v.verify_signed(&t).await.unwrap(), first);
+
+        let mut forged = t.clone().into_bytes();
+        let last = forged.len() - 2;
+        forged[last] = if forged[last] == b'A' { b'B' } else { b'A' };
+        let forged = String::from_utf8(forged).unwrap();
+        let err = v.verify_signed(&forged).await.unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated);
+        assert!(v.verified.get(&forged).is_none());
+    }
+
+    /// A remembered token still expires, and stops working as soon as its signing
+    /// key is no longer published.
+    #[tokio::test]
+    async fn remembered_tokens_still_expire_and_follow_key_retirement() {
+        let key = PrivateKey::generate();
+        let keys = Arc::new(LocalKeys::new(vec![key.public()]));
+        let v = verifier(keys.clone());
+
+        let expiring = token(&key);
+        v.verify_signed(&expiring).await.unwrap();
+        {
+            let mut tokens = v.verified.tokens.lock().unwrap();
+            tokens.get_mut(expiring.as_str()).unwrap().exp = unix_now() - 60;
+        }
+        let err = v.verify_signed(&expiring).await.unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated);
+        assert_eq!(
+            status::reason(&err).as_deref(),
+            Some("ERROR_REASON_TOKEN_EXPIRED")
+        );
+        assert!(v.verified.get(&expiring).is_none());
+
+        let t = token(&key);
+        v.verify_signed(&t).await.unwrap();
+        keys.replace(vec![PrivateKey::generate().public()]);
+        let err = v.verify_signed(&t).await.unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated);
+        assert!(v.verified.get(&t).is_none());
+    }
+
+    /// The cache never holds more than its capacity.
+    #[test]
+    fn the_cache_is_bounded() {
+        let cache = VerifiedCache::default();
+        let now = unix_now();
+        let verified = Verified {
+            principal: crate::Principal {
+                user_id: uuid::Uuid::now_v7(),
+                role: crate::Role::Customer,
+                session_id: None,
+            },
+            jti: uuid::Uuid::new_v4(),
+            exp: now + 600,
+            kid: "k".into(),
+        };
+        for i in 0..=VERIFIED_CACHE_CAPACITY {
+            cache.insert(&format!("token-{i}"), &verified, now, 5);
+        }
+        let len = cache.tokens.lock().unwrap().len();
+        assert!(len <= VERIFIED_CACHE_CAPACITY, "{len} entries");
+        assert!(
+            cache
+                .get(&format!("token-{VERIFIED_CACHE_CAPACITY}"))
+                .is_some()
+        );
     }
 }

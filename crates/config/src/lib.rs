@@ -210,6 +210,16 @@ pub struct LedgerBatchArgs {
         value_parser = clap::value_parser!(u16).range(1..=1000)
     )]
     pub ledger_batch_max: u16,
+    /// Most batches running at once, each on its own pool connection (capped at half
+    /// the primary pool). Batches that share an account serialize on its row lock, so
+    /// fewer, fuller batches beat many small ones.
+    #[arg(
+        long,
+        env = "LEDGER_BATCH_IN_FLIGHT",
+        default_value_t = LedgerBatchArgs::DEFAULT_IN_FLIGHT,
+        value_parser = clap::value_parser!(u16).range(1..)
+    )]
+    pub ledger_batch_in_flight: u16,
 }
 
 impl LedgerBatchArgs {
@@ -217,6 +227,8 @@ impl LedgerBatchArgs {
     pub const DEFAULT_WINDOW_US: u64 = 1_000;
     /// The default batch size.
     pub const DEFAULT_MAX: u16 = 100;
+    /// The default number of batches in flight.
+    pub const DEFAULT_IN_FLIGHT: u16 = 8;
 
     /// The window, or None when batching is off.
     pub fn window(&self) -> Option<Duration> {
@@ -230,6 +242,7 @@ impl Default for LedgerBatchArgs {
         Self {
             ledger_batch_window_us: Self::DEFAULT_WINDOW_US,
             ledger_batch_max: Self::DEFAULT_MAX,
+            ledger_batch_in_flight: Self::DEFAULT_IN_FLIGHT,
         }
     }
 }

@@ -65,13 +65,15 @@ impl Ledger {
     /// Turns on automatic micro-batching of single CreateTransfer calls (off after
     /// [`Ledger::new`]; a window of 0 keeps it off). Concurrent calls gathered within
     /// the window, up to the batch size, share one round trip and one commit; each
-    /// keeps its own result. At most half the primary pool runs batches at once, so
-    /// reads and other writes keep connections.
+    /// keeps its own result. At most `ledger_batch_in_flight` batches, and never more
+    /// than half the primary pool, run at once, so reads and other writes keep
+    /// connections.
     pub fn with_batching(mut self, batch: &LedgerBatchArgs) -> Self {
         self.batching = batch.window().map(|window| store::batch::BatchSettings {
             window,
             max: usize::from(batch.ledger_batch_max).clamp(1, store::batch::MAX_MEMBERS),
-            in_flight: (self.pool_size / 2).max(1),
+            in_flight: usize::from(batch.ledger_batch_in_flight)
+                .clamp(1, (self.pool_size / 2).max(1)),
         });
         self
     }

@@ -193,6 +193,7 @@ fn full_batches(max: u16) -> LedgerBatchArgs {
     LedgerBatchArgs {
         ledger_batch_window_us: LONG_WINDOW_US,
         ledger_batch_max: max,
+        ..LedgerBatchArgs::default()
     }
 }
 
@@ -426,6 +427,7 @@ async fn zero_window_is_off() {
     let pair = Pair::spawn(LedgerBatchArgs {
         ledger_batch_window_us: 0,
         ledger_batch_max: 100,
+        ..LedgerBatchArgs::default()
     })
     .await;
     let vault = pair.vault().await;

@@ -17,6 +17,10 @@ pub struct Args {
     /// The gateway (plaintext HTTP/2); only loopback targets are expected.
     #[arg(long, default_value = "http://127.0.0.1:50051")]
     pub target: String,
+    /// Send the measured operations here instead of --target (setup still goes through
+    /// --target), e.g. the ledger's own port to measure what the gateway adds.
+    #[arg(long)]
+    pub workload_target: Option<String>,
     /// The operator that funds the accounts from the cash vault.
     #[arg(long, default_value = "ops")]
     pub operator_user: String,

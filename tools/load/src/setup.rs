@@ -75,10 +75,10 @@ fn status_context(what: &str, status: Status) -> anyhow::Error {
     )
 }
 
-/// Opens `n` HTTP/2 connections to the target.
-pub async fn connect(args: &Args, n: usize) -> anyhow::Result<Vec<Channel>> {
-    let endpoint = Endpoint::from_shared(args.target.clone())
-        .with_context(|| format!("bad --target '{}'", args.target))?
+/// Opens `n` HTTP/2 connections to `target`.
+pub async fn connect(args: &Args, target: &str, n: usize) -> anyhow::Result<Vec<Channel>> {
+    let endpoint = Endpoint::from_shared(target.to_owned())
+        .with_context(|| format!("bad target '{target}'"))?
         .connect_timeout(Duration::from_secs(5))
         .timeout(args.call_timeout)
         .tcp_nodelay(true);
@@ -87,7 +87,7 @@ pub async fn connect(args: &Args, n: usize) -> anyhow::Result<Vec<Channel>> {
         let ch = endpoint
             .connect()
             .await
-            .with_context(|| format!("connecting to {} (connection {i})", args.target))?;
+            .with_context(|| format!("connecting to {target} (connection {i})"))?;
         channels.push(ch);
     }
     Ok(channels)
@@ -165,7 +165,8 @@ pub async fn prepare(args: &Args) -> anyhow::Result<Fixture> {
         "--batch-size must be 1..=1000"
     );
 
-    let channels = connect(args, args.clients.div_ceil(args.clients_per_connection)).await?;
+    let n_connections = args.clients.div_ceil(args.clients_per_connection);
+    let channels = connect(args, &args.target, n_connections).await?;
     let ch0 = channels[0].clone();
 
     // The operator.
@@ -309,6 +310,10 @@ pub async fn prepare(args: &Args) -> anyhow::Result<Fixture> {
     }
 
     let hot = (args.keys == Keys::Hot).then(|| accounts_by_customer[0][0].clone());
+    let channels = match &args.workload_target {
+        Some(target) => connect(args, target, n_connections).await?,
+        None => channels,
+    };
     Ok(Fixture {
         channels,
         customers: customers.into_iter().map(|(_, c)| c).collect(),

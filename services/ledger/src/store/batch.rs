@@ -120,8 +120,15 @@ async fn dispatch(store: Store, settings: BatchSettings, mut rx: mpsc::Receiver<
             }
         }
         let store = store.clone();
+        let oldest = jobs[0].enqueued;
+        metrics::histogram!("ledger_transfer_batch_members").record(jobs.len() as f64);
+        metrics::histogram!("ledger_transfer_batch_wait_seconds")
+            .record(oldest.elapsed().as_secs_f64());
         tokio::spawn(async move {
+            let started = Instant::now();
             run(&store, jobs).await;
+            metrics::histogram!("ledger_transfer_batch_seconds")
+                .record(started.elapsed().as_secs_f64());
             drop(permit);
         });
     }
