@@ -45,7 +45,7 @@ export FERROBANK_STACK_SCRIPT="$REPO/scripts/stack.sh"
 
 if [[ ${1:-} == --bench ]]; then
     shift
-    cargo bench --locked -p ferrobank-ledger -p ferrobank-gateway "$@"
+    cargo bench --locked -p ferrobank-ledger -p ferrobank-gateway -p ferrobank-auth "$@"
 elif cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --no-fail-fast "$@"
 else

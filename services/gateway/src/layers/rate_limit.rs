@@ -80,24 +80,43 @@ return {1, math.floor((now + tau - new_tat) / interval), 0, new_tat - now}
     )
 });
 
-/// One decision.
+/// One decision. Public (hidden) only for `benches/rate_limit.rs`.
+#[doc(hidden)]
 #[derive(Clone, Copy, Debug)]
-struct Decision {
-    allowed: bool,
+pub struct Decision {
+    /// Whether the call is admitted.
+    pub allowed: bool,
     remaining: u64,
     retry_after_us: u64,
     reset_us: u64,
 }
 
-/// The same GCRA in process, for when Redis is down.
+/// The same GCRA in process, for when Redis is down. Public (hidden) only for
+/// `benches/rate_limit.rs`.
+#[doc(hidden)]
 #[derive(Debug)]
-struct LocalLimiter {
+pub struct LocalLimiter {
     epoch: Instant,
     tats: Mutex<HashMap<(Caller, MethodClass), u64>>,
 }
 
+impl Default for LocalLimiter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl LocalLimiter {
-    fn check(&self, caller: Caller, class: MethodClass, rate: Rate) -> Decision {
+    /// An empty limiter whose clock starts now.
+    pub fn new() -> Self {
+        Self {
+            epoch: Instant::now(),
+            tats: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Decides one call of `caller` in `class` at `rate`, and records it if admitted.
+    pub fn check(&self, caller: Caller, class: MethodClass, rate: Rate) -> Decision {
         let now = u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX);
         let interval = rate.interval_us();
         let tau = interval * u64::from(rate.burst);
@@ -154,10 +173,7 @@ impl RateLimitLayer {
                 redis,
                 fallback,
                 rates,
-                local: LocalLimiter {
-                    epoch: Instant::now(),
-                    tats: Mutex::new(HashMap::new()),
-                },
+                local: LocalLimiter::new(),
                 limit_headers,
             }),
         }
