@@ -10,7 +10,10 @@
 #   a-uniform   single transfers, uniform keys, 32 clients, plus pgbench tpcb-like
 #   b-hot       single transfers, one hot credit account, 32 clients
 #   c-batch     batches of 100, 8 clients
-#   d-open1000  single transfers offered open-loop at 1000/s, 32 clients (p99 target)
+#   d-open1000  single transfers offered open-loop at 1000/s, 32 clients (p99 target),
+#               plus pgbench tpcb-like offered the same rate (-R) for its p99
+#   l-latency   single transfers, one client, closed loop: the unloaded path's latency
+#               (not in the default set)
 #
 # Environment: BENCH_SECONDS (measured seconds per scenario, default 20), BENCH_WARMUP
 # (default 3), BENCH_RATE (scenario d, default 1000), BENCH_SCENARIOS (default
@@ -127,8 +130,9 @@ for s in $SCENARIOS; do
         a) scenario a-uniform --clients 32 --keys uniform --mix single=100 --pgbench ;;
         b) scenario b-hot --clients 32 --keys hot --mix single=100 ;;
         c) scenario c-batch --clients 8 --keys uniform --mix batch=100 --batch-size 100 ;;
-        d) scenario d-open"$RATE" --clients 32 --keys uniform --mix single=100 --rate "$RATE" ;;
-        *) log "unknown scenario '$s' (use a b c d)"; exit 2 ;;
+        d) scenario d-open"$RATE" --clients 32 --keys uniform --mix single=100 --rate "$RATE" --pgbench ;;
+        l) scenario l-latency --clients 1 --keys uniform --mix single=100 ;;
+        *) log "unknown scenario '$s' (use a b c d l)"; exit 2 ;;
     esac
 done
 log "peak RSS of ferrobank all: $(awk '/^VmHWM:/ {print $2, $3}' "/proc/$SERVER_PID/status")"

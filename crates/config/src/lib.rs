@@ -220,6 +220,15 @@ pub struct LedgerBatchArgs {
         value_parser = clap::value_parser!(u16).range(1..)
     )]
     pub ledger_batch_in_flight: u16,
+    /// Wait out the window even under light load (no batch running and the last one
+    /// had a single member), which otherwise goes at once: fuller batches, more latency.
+    #[arg(
+        long,
+        env = "LEDGER_BATCH_ALWAYS_WAIT",
+        default_value_t = false,
+        action = clap::ArgAction::Set
+    )]
+    pub ledger_batch_always_wait: bool,
 }
 
 impl LedgerBatchArgs {
@@ -243,6 +252,7 @@ impl Default for LedgerBatchArgs {
             ledger_batch_window_us: Self::DEFAULT_WINDOW_US,
             ledger_batch_max: Self::DEFAULT_MAX,
             ledger_batch_in_flight: Self::DEFAULT_IN_FLIGHT,
+            ledger_batch_always_wait: false,
         }
     }
 }

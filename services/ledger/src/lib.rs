@@ -74,6 +74,7 @@ impl Ledger {
             max: usize::from(batch.ledger_batch_max).clamp(1, store::batch::MAX_MEMBERS),
             in_flight: usize::from(batch.ledger_batch_in_flight)
                 .clamp(1, (self.pool_size / 2).max(1)),
+            always_wait: batch.ledger_batch_always_wait,
         });
         self
     }

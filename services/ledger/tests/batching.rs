@@ -193,6 +193,7 @@ fn full_batches(max: u16) -> LedgerBatchArgs {
     LedgerBatchArgs {
         ledger_batch_window_us: LONG_WINDOW_US,
         ledger_batch_max: max,
+        ledger_batch_always_wait: true,
         ..LedgerBatchArgs::default()
     }
 }
@@ -447,5 +448,35 @@ async fn zero_window_is_off() {
     assert_eq!(reason(&status), "ERROR_REASON_INSUFFICIENT_FUNDS");
     assert_eq!(pair.balance(&from).await, 40);
     assert_eq!(pair.balance(&to).await, 60);
+    pair.assert_invariants().await;
+}
+
+/// Under light load a transfer is not held for the window: with a 20 s window, lone
+/// transfers one after another (no batch running, the last one alone) each complete
+/// at once, and are applied exactly as on the direct path.
+#[tokio::test]
+async fn a_lone_transfer_on_an_idle_ledger_does_not_wait_for_the_window() {
+    let pair = Pair::spawn(LedgerBatchArgs {
+        ledger_batch_window_us: LONG_WINDOW_US,
+        ledger_batch_max: 100,
+        ..LedgerBatchArgs::default()
+    })
+    .await;
+    let vault = pair.vault().await;
+    let from = pair.open().await;
+    let to = pair.open().await;
+    pair.fund(&vault, &from, 100).await;
+    let mut client = pair.batched();
+
+    for _ in 0..3 {
+        // Far below the window: a call that waited for company would miss this bound.
+        let call = client.create_transfer(create(spec(&from, &to, 10)));
+        tokio::time::timeout(std::time::Duration::from_secs(10), call)
+            .await
+            .expect("a lone transfer waited for the 20 s window")
+            .unwrap();
+    }
+    assert_eq!(pair.balance(&from).await, 70);
+    assert_eq!(pair.balance(&to).await, 30);
     pair.assert_invariants().await;
 }

@@ -82,7 +82,8 @@ pub struct Args {
     /// Process id of the server: its peak RSS (VmHWM) is recorded at the end.
     #[arg(long)]
     pub server_pid: Option<u32>,
-    /// Also run pgbench's tpcb-like script at the same client count and duration.
+    /// Also run pgbench's tpcb-like script at the same client count and duration (and
+    /// open loop at the same --rate when one is given), reporting its latency percentiles.
     #[arg(long)]
     pub pgbench: bool,
     /// Superuser URL on the same Postgres primary (a scratch database `pgbench_load` is

@@ -134,14 +134,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Some((bindir, url)) => {
             let scale = args.pgbench_scale.unwrap_or(args.clients as u32).max(1);
             note(&format!("pgbench: -s {scale}, -c {} ...", args.clients));
-            let (clients, jobs) = (args.clients, args.pgbench_jobs);
+            let (clients, jobs, rate) = (args.clients, args.pgbench_jobs, args.rate);
             let duration = if args.count.is_some() {
                 std::time::Duration::from_secs_f64(phase.elapsed_secs)
             } else {
                 args.duration
             };
             let r = tokio::task::spawn_blocking(move || {
-                pgbench::run(&bindir, &url, clients, jobs, scale, duration)
+                pgbench::run(&bindir, &url, clients, jobs, scale, duration, rate)
             })
             .await?
             .context("pgbench comparison")?;
@@ -316,6 +316,13 @@ fn print_report(r: &Report) -> std::io::Result<()> {
                 .map(|l| format!("{l:.2}"))
                 .unwrap_or_else(|| "?".to_owned())
         )?;
+        if let Some([p50, p90, p99, max]) = p.latency_percentiles_ms {
+            writeln!(
+                out,
+                "pgbench latency{}: p50 {p50:.2} ms, p90 {p90:.2} ms, p99 {p99:.2} ms, max {max:.2} ms",
+                p.rate.map(|r| format!(" at -R {r}")).unwrap_or_default()
+            )?;
+        }
     }
     if let Some(ratio) = r.ferrobank_over_pgbench {
         writeln!(out, "ferrobank/pgbench = {ratio:.3}")?;

@@ -23,6 +23,11 @@ pub struct PgbenchResult {
     pub tps: f64,
     /// "latency average = … ms", when printed.
     pub latency_avg_ms: Option<f64>,
+    /// Offered rate (`-R`), when the comparison ran open loop like the load.
+    pub rate: Option<f64>,
+    /// Per-transaction latency percentiles from pgbench's log (from the scheduled
+    /// start under `-R`, as the load tool measures open loop): p50, p90, p99, max.
+    pub latency_percentiles_ms: Option<[f64; 4]>,
     pub command: String,
 }
 
@@ -55,6 +60,7 @@ pub fn run(
     jobs: u32,
     scale: u32,
     duration: Duration,
+    rate: Option<f64>,
 ) -> anyhow::Result<PgbenchResult> {
     let mut url = url::Url::parse(admin_url).context("--pgbench-db-url is not a URL")?;
     let maintenance = url.to_string();
@@ -87,7 +93,7 @@ pub fn run(
     )?;
 
     let seconds = duration.as_secs_f64().ceil().max(1.0) as u64;
-    let args = [
+    let mut args = vec![
         "-n".to_owned(),
         "-M".to_owned(),
         "prepared".to_owned(),
@@ -98,11 +104,23 @@ pub fn run(
         "-T".to_owned(),
         seconds.to_string(),
     ];
+    // Per-transaction log, for percentiles: one file per thread in a private dir.
+    let log_dir = std::env::temp_dir().join(format!("ferrobank-pgbench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&log_dir);
+    std::fs::create_dir_all(&log_dir).context("creating the pgbench log directory")?;
+    if let Some(r) = rate {
+        args.extend(["-R".to_owned(), format!("{r}")]);
+    }
+    args.push("-l".to_owned());
+    let log_prefix = log_dir.join("tx");
     let out = Command::new(&pgbench)
         .args(&args)
+        .arg(format!("--log-prefix={}", log_prefix.display()))
         .arg(&bench)
         .output()
         .context("running pgbench")?;
+    let latency_percentiles_ms = percentiles(&log_dir);
+    let _ = std::fs::remove_dir_all(&log_dir);
     let stdout = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
         bail!(
@@ -130,8 +148,32 @@ pub fn run(
         seconds,
         tps,
         latency_avg_ms,
+        rate,
+        latency_percentiles_ms,
         command: format!("pgbench {} {DB}", args.join(" ")),
     })
+}
+
+/// p50/p90/p99/max (ms) of the third column (latency, µs) of pgbench's
+/// per-transaction logs in `dir`; None when there are none.
+fn percentiles(dir: &Path) -> Option<[f64; 4]> {
+    let mut us: Vec<u64> = Vec::new();
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let text = std::fs::read_to_string(entry.path()).ok()?;
+        us.extend(
+            text.lines()
+                .filter_map(|l| l.split_whitespace().nth(2)?.parse::<u64>().ok()),
+        );
+    }
+    if us.is_empty() {
+        return None;
+    }
+    us.sort_unstable();
+    let at = |q: f64| {
+        let i = ((us.len() as f64 * q).ceil() as usize).clamp(1, us.len()) - 1;
+        us[i] as f64 / 1000.0
+    };
+    Some([at(0.50), at(0.90), at(0.99), at(1.0)])
 }
 
 fn run_quiet(cmd: &mut Command, what: &str) -> anyhow::Result<()> {

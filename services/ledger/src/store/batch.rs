@@ -1,6 +1,7 @@
 //! Automatic micro-batching of single transfers. Concurrent `create_transfer` calls are
 //! queued to one dispatcher task, which gathers them for at most a window after the
-//! first of a batch arrived (or until the batch is full) and runs the batch as one
+//! first of a batch arrived (or until the batch is full; at once under light load, so
+//! an idle ledger adds no wait) and runs the batch as one
 //! unlinked `ledger.create_transfers` call: one round trip, one commit, one hold of
 //! each account's row lock for the whole batch. Each caller gets back exactly what
 //! `ledger.create_transfer` would have returned for its member (the SQL keeps the
@@ -33,6 +34,8 @@ pub struct BatchSettings {
     pub max: usize,
     /// Most batches running at once (each holds a pool connection).
     pub in_flight: usize,
+    /// Wait out the window even under light load.
+    pub always_wait: bool,
 }
 
 /// What a caller gets back: the single path's result.
@@ -60,6 +63,7 @@ impl Batcher {
             window: settings.window,
             max: settings.max.clamp(1, MAX_MEMBERS),
             in_flight: settings.in_flight.max(1),
+            always_wait: settings.always_wait,
         };
         let capacity = settings
             .max
@@ -93,6 +97,7 @@ impl Batcher {
 /// Gathers batches and starts each on its own task, at most `in_flight` at once.
 async fn dispatch(store: Store, settings: BatchSettings, mut rx: mpsc::Receiver<Job>) {
     let permits = Arc::new(Semaphore::new(settings.in_flight));
+    let mut last_members = 0;
     loop {
         // Wait for a free slot first: meanwhile the queue fills, so a busy ledger
         // makes bigger batches.
@@ -102,6 +107,12 @@ async fn dispatch(store: Store, settings: BatchSettings, mut rx: mpsc::Receiver<
         let Some(first) = rx.recv().await else {
             return;
         };
+        // Light load (no other batch running and the last batch had no company):
+        // waiting would only add latency, so the batch takes what is already queued
+        // and goes. Otherwise it waits up to the window for more members.
+        let idle = !settings.always_wait
+            && last_members <= 1
+            && permits.available_permits() + 1 == settings.in_flight;
         let deadline = first.enqueued + settings.window;
         let mut jobs = Vec::with_capacity(settings.max);
         jobs.push(first);
@@ -112,6 +123,7 @@ async fn dispatch(store: Store, settings: BatchSettings, mut rx: mpsc::Receiver<
                     continue;
                 }
                 Err(mpsc::error::TryRecvError::Disconnected) => break,
+                Err(mpsc::error::TryRecvError::Empty) if idle => break,
                 Err(mpsc::error::TryRecvError::Empty) => {}
             }
             match tokio::time::timeout_at(deadline, rx.recv()).await {
@@ -119,6 +131,7 @@ async fn dispatch(store: Store, settings: BatchSettings, mut rx: mpsc::Receiver<
                 Ok(None) | Err(_) => break,
             }
         }
+        last_members = jobs.len();
         let store = store.clone();
         let oldest = jobs[0].enqueued;
         metrics::histogram!("ledger_transfer_batch_members").record(jobs.len() as f64);
