@@ -30,7 +30,7 @@ clean-dev: ## Stop the .dev/ stack and delete its data.
 test: deps python-client ## Throwaway stack on free ports, every test in the workspace, teardown.
 	@scripts/test.sh
 
-bench: deps ## Criterion benches (store layer, gateway) and the end-to-end load tool; see benches/README.md.
+bench: deps ## Criterion benches (store layer, hot code, gateway) and the end-to-end load scenarios; see benches/README.md.
 	@scripts/test.sh --bench
 	@scripts/bench-load.sh
 
