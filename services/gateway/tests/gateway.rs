@@ -496,3 +496,99 @@ Connection: close\r\n\r\n\0\0\0\0\0";
     assert!(answer.contains("application/grpc-web"), "{answer}");
     assert!(answer.contains("grpc-status:0"), "{answer}");
 }
+
+/// The value of the first sample of `name` whose labels include every `label`
+/// (`key="value"`) in Prometheus text output.
+fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .find(|l| labels.iter().all(|label| l.contains(label)))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// `/metrics` counts what happened: requests by method and code, their latency,
+/// rate-limit refusals by class, idempotent replays by method, and unreachable
+/// upstreams.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_requests_refusals_replays_and_upstream_errors() {
+    let metrics = ferrobank_telemetry::install_metrics_recorder().expect("recorder");
+    let upstream = Upstream::start().await;
+    let mut cfg = config(upstream.addr).await;
+    cfg.rates[0] = Rate::new(1, 1);
+    let gateway = Gateway::start(cfg).await;
+    let mut client = gateway.ledger().await;
+    let user = Uuid::new_v4();
+
+    client
+        .get_account(get_account(user))
+        .await
+        .expect("within the burst");
+    let refused = client
+        .get_account(get_account(user))
+        .await
+        .expect_err("over the limit");
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    for _ in 0..2 {
+        client
+            .create_transfer(create_transfer(user, 100, Some("metrics-key")))
+            .await
+            .expect("first call, then its replay");
+    }
+
+    // An upstream that is not listening.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let down = closed.local_addr().expect("addr");
+    drop(closed);
+    let dead = Gateway::start(config(down).await).await;
+    let status = dead
+        .ledger()
+        .await
+        .get_account(get_account(Uuid::new_v4()))
+        .await
+        .expect_err("upstream down");
+    assert_eq!(status.code(), Code::Unavailable);
+
+    let text = metrics.render();
+    let get = r#"method="/ferrobank.ledger.v1.LedgerService/GetAccount""#;
+    let create = r#"method="/ferrobank.ledger.v1.LedgerService/CreateTransfer""#;
+    assert_eq!(
+        sample(&text, "gateway_requests_total", &[get, r#"code="OK""#]),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "gateway_requests_total",
+            &[get, r#"code="RESOURCE_EXHAUSTED""#]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "gateway_requests_total",
+            &[get, r#"code="UNAVAILABLE""#]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&text, "gateway_requests_total", &[create, r#"code="OK""#]),
+        Some(2.0)
+    );
+    assert_eq!(
+        sample(&text, "gateway_rate_limited_total", &[r#"class="read""#]),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&text, "gateway_idempotent_replays_total", &[create]),
+        Some(1.0)
+    );
+    assert!(sample(&text, "gateway_upstream_errors_total", &[]) >= Some(1.0));
+    assert_eq!(
+        sample(&text, "gateway_request_duration_seconds_count", &[get]),
+        Some(3.0)
+    );
+    assert!(sample(&text, "gateway_request_duration_seconds_sum", &[create]) > Some(0.0));
+}
