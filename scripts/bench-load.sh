@@ -12,6 +12,8 @@
 #   c-batch     batches of 100, 8 clients
 #   d-open1000  single transfers offered open-loop at 1000/s, 32 clients (p99 target),
 #               plus pgbench tpcb-like offered the same rate (-R) for its p99
+#   e-batch-own batches of 100, 8 clients, each among its own accounts only: no two
+#               batches share an account (the lock-free upper bound of c; not default)
 #   l-latency   single transfers, one client, closed loop: the unloaded path's latency
 #               (not in the default set)
 #   g           gateway overhead: GetBalance (a real ledger read from Postgres) at 1 and
@@ -137,6 +139,7 @@ for s in $SCENARIOS; do
         b) scenario b-hot --clients 32 --keys hot --mix single=100 ;;
         c) scenario c-batch --clients 8 --keys uniform --mix batch=100 --batch-size 100 ;;
         d) scenario d-open"$RATE" --clients 32 --keys uniform --mix single=100 --rate "$RATE" --pgbench ;;
+        e) scenario e-batch-own --clients 8 --keys own --mix batch=100 --batch-size 100 ;;
         l) scenario l-latency --clients 1 --keys uniform --mix single=100 ;;
         g)
             for c in 1 64; do
@@ -155,7 +158,7 @@ print(f"gateway overhead, {json.load(open(sys.argv[1]))['config']['clients']} cl
 PY
             done
             ;;
-        *) log "unknown scenario '$s' (use a b c d l g)"; exit 2 ;;
+        *) log "unknown scenario '$s' (use a b c d e l g)"; exit 2 ;;
     esac
 done
 log "peak RSS of ferrobank all: $(awk '/^VmHWM:/ {print $2, $3}' "/proc/$SERVER_PID/status")"

@@ -48,7 +48,8 @@ pub struct Args {
     /// Customer accounts opened and funded during setup.
     #[arg(long, default_value_t = 1000)]
     pub accounts: usize,
-    /// Key choice: `uniform`, or `hot` (one account is the credit side of every transfer).
+    /// Key choice: `uniform`, `hot` (one account is the credit side of every transfer) or
+    /// `own` (both sides among the client's own accounts).
     #[arg(long, value_enum, default_value_t = Keys::Uniform)]
     pub keys: Keys,
     /// Operation weights, e.g. `single=80,batch=5,hold=5,read=10`.
@@ -109,6 +110,10 @@ pub enum Keys {
     Uniform,
     /// Debit one of the client's own accounts, always credit the one hot account.
     Hot,
+    /// Debit and credit two of the client's own accounts: clients never share an
+    /// account (with one customer per client), so their transfers never wait on each
+    /// other's row locks.
+    Own,
 }
 
 /// Relative weights of the operation kinds.

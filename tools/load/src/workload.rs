@@ -39,6 +39,8 @@ struct Shared {
     accounts_by_customer: Vec<Vec<String>>,
     all_accounts: Vec<String>,
     hot: Option<String>,
+    /// Credit among the client's own accounts (`--keys own`).
+    own_only: bool,
     measure_start: Instant,
     measure_end: Option<Instant>,
     count: Option<u64>,
@@ -65,6 +67,7 @@ pub async fn run(args: &Args, fixture: Fixture) -> anyhow::Result<PhaseResult> {
         accounts_by_customer: fixture.accounts_by_customer,
         all_accounts: fixture.all_accounts,
         hot: fixture.hot,
+        own_only: args.keys == crate::cli::Keys::Own,
         measure_start,
         measure_end: args.count.is_none().then(|| measure_start + args.duration),
         count: args.count,
@@ -255,9 +258,19 @@ fn pick(mix: &Mix, rng: &mut Rng) -> OpKind {
     OpKind::Read
 }
 
-/// The credit side: the hot account, or any account, never the debit account itself.
-/// With `--keys hot` the owner of the hot account debits its other accounts.
+/// The credit side: the hot account, one of the client's own accounts (`--keys own`),
+/// or any account; never the debit account itself. With `--keys hot` the owner of the
+/// hot account debits its other accounts.
 fn counterparty<'a>(s: &'a Shared, own: &'a [String], debit: &str, rng: &mut Rng) -> &'a str {
+    if s.own_only {
+        // Setup opens at least two accounts per customer.
+        loop {
+            let c = &own[rng.below(own.len())];
+            if c != debit {
+                return c;
+            }
+        }
+    }
     if let Some(hot) = &s.hot {
         if hot != debit {
             return hot;
