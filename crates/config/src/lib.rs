@@ -472,6 +472,16 @@ pub struct GatewayArgs {
     /// Largest gRPC message (bytes) a client may send; larger is RESOURCE_EXHAUSTED.
     #[arg(long, env = "FERROBANK_GATEWAY_MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub gateway_max_message_bytes: usize,
+    /// Origins (e.g. `https://app.example.com`, comma-separated) whose browser pages may
+    /// call the gateway with gRPC-Web; none (the default) answers no CORS preflight, so
+    /// only same-origin pages can.
+    #[arg(
+        long,
+        env = "FERROBANK_GATEWAY_CORS_ORIGINS",
+        value_delimiter = ',',
+        value_parser = parse_origin
+    )]
+    pub gateway_cors_origins: Vec<String>,
     /// Read calls (Get*, List*, Watch*) per minute.
     #[arg(
         long,
@@ -759,4 +769,24 @@ fn find_env(cmd: &clap::Command, long: &str) -> Option<String> {
         }
     }
     cmd.get_subcommands().find_map(|sub| find_env(sub, long))
+}
+
+/// A browser origin: `http://` or `https://`, a host and an optional port, nothing
+/// else (no path, no wildcard).
+fn parse_origin(s: &str) -> Result<String, String> {
+    let rest = s
+        .strip_prefix("https://")
+        .or_else(|| s.strip_prefix("http://"))
+        .ok_or_else(|| format!("'{s}' is not an origin: it must start with https:// or http://"))?;
+    let valid = !rest.is_empty()
+        && rest
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
+    if valid {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "'{s}' is not an origin: only scheme://host[:port], without a path or wildcard"
+        ))
+    }
 }

@@ -68,3 +68,15 @@ fn migrate_without_url_names_the_setting() {
     assert_ne!(code, 0);
     assert!(stderr.contains("LEDGER_DATABASE_URL"), "{stderr}");
 }
+
+/// A CORS origin with a path or a wildcard names the setting.
+#[test]
+fn bad_cors_origin_names_the_setting() {
+    for origin in ["*", "https://app.example.com/path", "app.example.com"] {
+        let (code, stderr) = ferrobank(&["gateway"], &[("FERROBANK_GATEWAY_CORS_ORIGINS", origin)]);
+        assert_eq!(code, 2, "{origin}: {stderr}");
+        assert_one_line(&stderr);
+        assert!(stderr.contains("--gateway-cors-origins"), "{stderr}");
+        assert!(stderr.contains("not an origin"), "{stderr}");
+    }
+}

@@ -68,6 +68,9 @@ pub struct GatewayConfig {
     pub rates: Rates,
     /// How long idempotent responses are kept.
     pub idempotency_ttl: Duration,
+    /// Browser origins allowed to call with gRPC-Web from another origin (CORS); empty:
+    /// none.
+    pub cors_origins: Vec<http::HeaderValue>,
 }
 
 impl std::fmt::Debug for GatewayConfig {
@@ -110,6 +113,7 @@ impl GatewayConfig {
             max_message_bytes: 4 * 1024 * 1024,
             rates: [Rate::new(6000, 200), Rate::new(1200, 50), Rate::new(30, 10)],
             idempotency_ttl: Duration::from_secs(24 * 3600),
+            cors_origins: Vec::new(),
         }
     }
 
@@ -135,6 +139,13 @@ impl GatewayConfig {
                 Rate::new(args.gateway_rate_login_per_min, args.gateway_burst_login),
             ],
             idempotency_ttl: Duration::from_secs(args.gateway_idempotency_ttl_hours * 3600),
+            // Validated by the flag's parser; an origin that is not a header value
+            // cannot be sent by a browser anyway.
+            cors_origins: args
+                .gateway_cors_origins
+                .iter()
+                .filter_map(|o| http::HeaderValue::from_str(o).ok())
+                .collect(),
             ..Self::new(
                 upstreams.identity_upstream.clone(),
                 upstreams.ledger_upstream.clone(),
@@ -169,6 +180,45 @@ fn channel(uris: &[Uri], connect_timeout: Duration) -> anyhow::Result<Channel> {
     }
 }
 
+/// CORS for gRPC-Web from `origins` (None when there are none): POST only, the
+/// request headers gRPC-Web clients and Ferrobank use, and the response headers and
+/// trailers-in-headers a page must be allowed to read.
+fn cors(origins: &[http::HeaderValue]) -> Option<tower_http::cors::CorsLayer> {
+    use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderName};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    if origins.is_empty() {
+        return None;
+    }
+    let name = HeaderName::from_static;
+    Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins.iter().cloned()))
+            .allow_methods([http::Method::POST])
+            .allow_headers([
+                CONTENT_TYPE,
+                AUTHORIZATION,
+                name("x-grpc-web"),
+                name("x-user-agent"),
+                name("grpc-timeout"),
+                name("x-request-id"),
+                name("idempotency-key"),
+                name("traceparent"),
+                name("tracestate"),
+            ])
+            .expose_headers([
+                name("grpc-status"),
+                name("grpc-message"),
+                name("grpc-status-details-bin"),
+                name("x-request-id"),
+                name("x-ratelimit-limit"),
+                name("x-ratelimit-remaining"),
+                name("x-ratelimit-reset"),
+                name(REPLAY_HEADER),
+            ])
+            .max_age(Duration::from_secs(600)),
+    )
+}
+
 /// The gateway's middleware, outermost first. Every layer below rescue refuses with a
 /// ready gRPC response (or an error rescue maps), so nothing here ever queues a call.
 pub fn stack(
@@ -197,6 +247,10 @@ pub fn stack(
         config.max_timeout + Duration::from_secs(5),
     );
     ServiceBuilder::new()
+        // CORS outermost, and only for configured origins: a browser's preflight
+        // (OPTIONS) is answered here, and gRPC-Web answers carry the headers a page on
+        // another origin needs to read them.
+        .option_layer(cors(&config.cors_origins))
         // Anything that is not gRPC or gRPC-Web is answered with a gRPC error before
         // the gRPC-Web shim would answer it with a bare HTTP 400.
         .layer(grpc_guard::RequireGrpcLayer)

@@ -592,3 +592,73 @@ async fn metrics_count_requests_refusals_replays_and_upstream_errors() {
     );
     assert!(sample(&text, "gateway_request_duration_seconds_sum", &[create]) > Some(0.0));
 }
+
+/// Sends one raw HTTP/1.1 request to the gateway and returns the lowercased answer.
+async fn http1(gateway: &Gateway, request: &[u8]) -> String {
+    let mut tcp = tokio::net::TcpStream::connect(gateway.addr)
+        .await
+        .expect("connect");
+    tcp.write_all(request).await.expect("write");
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut answer))
+        .await
+        .expect("answered")
+        .expect("read");
+    String::from_utf8_lossy(&answer).to_lowercase()
+}
+
+/// With an allowed origin configured, a browser on that origin gets its CORS
+/// preflight answered and may read a gRPC-Web answer's status; another origin gets
+/// no CORS grant. Without configured origins a preflight is refused like any other
+/// non-gRPC request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_web_from_an_allowed_origin_passes_cors() {
+    let upstream = Upstream::start().await;
+    let mut cfg = config(upstream.addr).await;
+    cfg.cors_origins = vec![http::HeaderValue::from_static("https://app.example")];
+    let gateway = Gateway::start(cfg).await;
+    let preflight = |origin: &str| {
+        format!(
+            "OPTIONS /grpc.health.v1.Health/Check HTTP/1.1\r\nHost: gateway\r\n\
+Origin: {origin}\r\nAccess-Control-Request-Method: POST\r\n\
+Access-Control-Request-Headers: content-type,x-grpc-web,authorization\r\n\
+Connection: close\r\n\r\n"
+        )
+    };
+
+    let answer = http1(&gateway, preflight("https://app.example").as_bytes()).await;
+    assert!(answer.starts_with("http/1.1 200"), "{answer}");
+    assert!(
+        answer.contains("access-control-allow-origin: https://app.example"),
+        "{answer}"
+    );
+    assert!(answer.contains("authorization"), "{answer}");
+    assert!(
+        answer.contains("access-control-allow-methods: post"),
+        "{answer}"
+    );
+
+    let answer = http1(&gateway, preflight("https://evil.example").as_bytes()).await;
+    assert!(!answer.contains("access-control-allow-origin"), "{answer}");
+
+    let call = b"POST /grpc.health.v1.Health/Check HTTP/1.1\r\nHost: gateway\r\n\
+Origin: https://app.example\r\ncontent-type: application/grpc-web+proto\r\n\
+x-grpc-web: 1\r\ncontent-length: 5\r\nConnection: close\r\n\r\n\0\0\0\0\0";
+    let answer = http1(&gateway, call).await;
+    assert!(answer.starts_with("http/1.1 200"), "{answer}");
+    assert!(answer.contains("grpc-status:0"), "{answer}");
+    assert!(
+        answer.contains("access-control-allow-origin: https://app.example"),
+        "{answer}"
+    );
+    assert!(
+        answer.contains("access-control-expose-headers") && answer.contains("grpc-status,"),
+        "{answer}"
+    );
+
+    // No origins configured: CORS is off and the preflight is not gRPC.
+    let plain = Gateway::start(config(upstream.addr).await).await;
+    let answer = http1(&plain, preflight("https://app.example").as_bytes()).await;
+    assert!(!answer.contains("access-control-allow-origin"), "{answer}");
+    assert!(answer.contains("grpc-status"), "{answer}");
+}
