@@ -63,3 +63,47 @@ async fn per_ip_limit_spans_usernames() {
     assert_eq!(err.code(), Code::ResourceExhausted);
     svc.stop().await;
 }
+
+/// Guessing the current password through ChangePassword (with a stolen access token)
+/// spends the same per-username budget as failed logins: after N wrong guesses both
+/// ChangePassword and Login are throttled, even with the right password.
+#[tokio::test]
+async fn change_password_guesses_share_the_login_throttle() {
+    let fx = Fixture::new().await;
+    let mut config = fx.config(vec![PrivateKey::generate()]).await;
+    config.throttle.per_user = 3;
+    config.throttle.per_ip = 100;
+    config.throttle.window = Duration::from_secs(60);
+    let svc = fx.start(config).await;
+    let mut c = svc.client.clone();
+    sign_up(&mut c, "stolen").await;
+    let token = login(&mut c, "stolen", PASSWORD)
+        .await
+        .unwrap()
+        .access_token;
+    let change = |current: &str| {
+        bearer(
+            ferrobank_proto::identity::ChangePasswordRequest {
+                request_id: uuid::Uuid::new_v4().to_string(),
+                current_password: current.to_owned(),
+                new_password: "an entirely new passphrase".to_owned(),
+            },
+            &token,
+        )
+    };
+
+    for attempt in 1..=3 {
+        let err = c
+            .change_password(change(&format!("guess number {attempt}!")))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated, "#{attempt}");
+        assert_eq!(reason(&err), "ERROR_REASON_INVALID_CREDENTIALS");
+    }
+    let err = c.change_password(change(PASSWORD)).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    assert_eq!(reason(&err), "ERROR_REASON_LOGIN_THROTTLED");
+    assert!(err.get_details_retry_info().is_some());
+    let err = login(&mut c, "stolen", PASSWORD).await.unwrap_err();
+    assert_eq!(reason(&err), "ERROR_REASON_LOGIN_THROTTLED");
+}

@@ -230,6 +230,7 @@ impl IdentityService for Api {
         request: Request<pb::ChangePasswordRequest>,
     ) -> Result<Response<pb::ChangePasswordResponse>, Status> {
         let caller = self.caller(&request).await?.principal;
+        let client = self.client(&request);
         let r = request.into_inner();
         uuid_field("request_id", &r.request_id)?;
         required("current_password", &r.current_password)?;
@@ -240,6 +241,7 @@ impl IdentityService for Api {
                 &caller,
                 SecretString::from(r.current_password),
                 SecretString::from(r.new_password),
+                &client,
             )
             .await?;
         Ok(Response::new(pb::ChangePasswordResponse {

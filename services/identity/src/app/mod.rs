@@ -297,6 +297,7 @@ impl App {
         caller: &Principal,
         current: SecretString,
         new: SecretString,
+        client: &ClientInfo,
     ) -> Result<usize, IdentityError> {
         if caller.role == Role::Service {
             return Err(IdentityError::PermissionDenied);
@@ -308,8 +309,27 @@ impl App {
             .ok_or(IdentityError::UserNotFound {
                 user_id: caller.user_id,
             })?;
+        // Guessing the current password here is guessing it at Login: the same
+        // counters (per username and per client IP) throttle both.
+        let throttle = self
+            .throttle
+            .as_ref()
+            .ok_or_else(|| IdentityError::Unavailable("password throttling has no Redis".into()))?;
+        if let Some(wait) = throttle
+            .check(&user.username, &client.ip)
+            .await
+            .map_err(|e| IdentityError::Unavailable(e.to_string()))?
+        {
+            tracing::info!(ip = %client.ip, "change password throttled");
+            return Err(IdentityError::LoginThrottled { retry_after: wait });
+        }
         let hash = self.store.password_hash(caller.user_id).await?;
         if !self.hasher.verify(current, hash).await? {
+            throttle
+                .record_failure(&user.username, &client.ip)
+                .await
+                .map_err(|e| IdentityError::Unavailable(e.to_string()))?;
+            tracing::info!(ip = %client.ip, "change password: wrong current password");
             return Err(IdentityError::InvalidCredentials);
         }
         validate::password(
@@ -320,6 +340,9 @@ impl App {
         )?;
         let hash = self.hasher.hash(new).await?;
         self.store.set_password_hash(caller.user_id, &hash).await?;
+        if let Err(err) = throttle.reset_user(&user.username).await {
+            tracing::warn!(error = %err, "could not reset the password failure counter");
+        }
         let revoked = self
             .end_sessions(caller.user_id, caller.session_id, "password_changed")
             .await?;
