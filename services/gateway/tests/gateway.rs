@@ -478,20 +478,11 @@ async fn grpc_web_calls_are_served() {
     let upstream = Upstream::start().await;
     let gateway = Gateway::start(config(upstream.addr).await).await;
 
-    let mut tcp = tokio::net::TcpStream::connect(gateway.addr)
-        .await
-        .expect("connect");
     // An empty HealthCheckRequest: one uncompressed frame of length 0.
     let request = b"POST /grpc.health.v1.Health/Check HTTP/1.1\r\nHost: gateway\r\n\
 content-type: application/grpc-web+proto\r\nx-grpc-web: 1\r\ncontent-length: 5\r\n\
 Connection: close\r\n\r\n\0\0\0\0\0";
-    tcp.write_all(request).await.expect("write");
-    let mut answer = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut answer))
-        .await
-        .expect("answered")
-        .expect("read");
-    let answer = String::from_utf8_lossy(&answer).to_lowercase();
+    let answer = http1(&gateway, request).await;
     assert!(answer.starts_with("http/1.1 200"), "{answer}");
     assert!(answer.contains("application/grpc-web"), "{answer}");
     assert!(answer.contains("grpc-status:0"), "{answer}");

@@ -10,17 +10,22 @@ use ferrobank_auth::keys::PrivateKey;
 use tonic::Code;
 use tonic_types::StatusExt;
 
+/// Identity with `per_user` and `per_ip` failures allowed per minute.
+async fn throttled(fx: &Fixture, per_user: u32, per_ip: u32) -> Running {
+    let mut config = fx.config(vec![PrivateKey::generate()]).await;
+    config.throttle.per_user = per_user;
+    config.throttle.per_ip = per_ip;
+    config.throttle.window = Duration::from_secs(60);
+    fx.start(config).await
+}
+
 /// After N failed logins the N+1st attempt is RESOURCE_EXHAUSTED with RetryInfo, for a
 /// known user (even with the right password) and for an unknown one alike; before
 /// that, both get the same INVALID_CREDENTIALS answer.
 #[tokio::test]
 async fn n_plus_first_failure_is_throttled() {
     let fx = Fixture::new().await;
-    let mut config = fx.config(vec![PrivateKey::generate()]).await;
-    config.throttle.per_user = 3;
-    config.throttle.per_ip = 100;
-    config.throttle.window = Duration::from_secs(60);
-    let svc = fx.start(config).await;
+    let svc = throttled(&fx, 3, 100).await;
     let mut c = svc.client.clone();
     sign_up(&mut c, "victim").await;
 
@@ -48,10 +53,7 @@ async fn n_plus_first_failure_is_throttled() {
 #[tokio::test]
 async fn per_ip_limit_spans_usernames() {
     let fx = Fixture::new().await;
-    let mut config = fx.config(vec![PrivateKey::generate()]).await;
-    config.throttle.per_user = 10;
-    config.throttle.per_ip = 3;
-    let svc = fx.start(config).await;
+    let svc = throttled(&fx, 10, 3).await;
     let mut c = svc.client.clone();
     sign_up(&mut c, "ivy").await;
     login(&mut c, "ivy", PASSWORD).await.unwrap();
@@ -70,11 +72,7 @@ async fn per_ip_limit_spans_usernames() {
 #[tokio::test]
 async fn change_password_guesses_share_the_login_throttle() {
     let fx = Fixture::new().await;
-    let mut config = fx.config(vec![PrivateKey::generate()]).await;
-    config.throttle.per_user = 3;
-    config.throttle.per_ip = 100;
-    config.throttle.window = Duration::from_secs(60);
-    let svc = fx.start(config).await;
+    let svc = throttled(&fx, 3, 100).await;
     let mut c = svc.client.clone();
     sign_up(&mut c, "stolen").await;
     let token = login(&mut c, "stolen", PASSWORD)
