@@ -24,8 +24,11 @@
 # Environment: BENCH_SECONDS (measured seconds per scenario, default 20), BENCH_WARMUP
 # (default 3), BENCH_RATE (scenario d, default 1000), BENCH_SCENARIOS (default
 # "a b c d"), BENCH_DIRECT=1 (send the measured calls straight to the ledger's port,
-# bypassing the gateway; setup still goes through it), BENCH_OUT (default benches/results), BENCH_TAG (file name prefix, default
-# the UTC time).
+# bypassing the gateway; setup still goes through it), BENCH_READ_RATE_PER_MIN (the
+# gateway's read limit, default far above any run; 0 = off), BENCH_OUT (default
+# benches/results), BENCH_TAG (file name prefix, default the UTC time). Any other
+# ferrobank setting in the environment (e.g. LEDGER_BATCH_WINDOW_US=0) reaches
+# `ferrobank all`.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
