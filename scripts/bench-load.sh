@@ -151,8 +151,9 @@ for s in $SCENARIOS; do
                     --workload-target "http://$FERROBANK_LEDGER_ADDR"
                 python3 - "$OUT/$TAG-g-read-c$c-gateway.json" "$OUT/$TAG-g-read-c$c-direct.json" <<'PY' >&2
 import json, sys
-g, d = (json.load(open(f))["results"][0] for f in sys.argv[1:3])
-print(f"gateway overhead, {json.load(open(sys.argv[1]))['config']['clients']} clients: "
+gw, direct = (json.load(open(f)) for f in sys.argv[1:3])
+g, d = gw["results"][0], direct["results"][0]
+print(f"gateway overhead, {gw['config']['clients']} clients: "
       f"throughput {g['calls_per_sec']:.0f}/s vs direct {d['calls_per_sec']:.0f}/s "
       f"({100 * g['calls_per_sec'] / d['calls_per_sec']:.0f}% kept, target >= 80%); "
       f"p50 {g['latency']['p50_ms']:.3f} ms vs {d['latency']['p50_ms']:.3f} ms "

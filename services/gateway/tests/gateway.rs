@@ -99,26 +99,14 @@ async fn idempotent_replay_returns_stored_response() {
     assert_eq!(replay.get_ref(), first.get_ref());
     assert_eq!(header(&replay, REPLAY_HEADER), "true");
     assert_eq!(header(&first, REPLAY_HEADER), "");
-    assert_eq!(
-        upstream
-            .ledger
-            .transfers
-            .load(std::sync::atomic::Ordering::SeqCst),
-        1
-    );
+    assert_eq!(upstream.transfers(), 1);
 
     // Another principal's identical key is a different scope.
     client
         .create_transfer(create_transfer(Uuid::new_v4(), 100, Some("key-1")))
         .await
         .expect("other principal");
-    assert_eq!(
-        upstream
-            .ledger
-            .transfers
-            .load(std::sync::atomic::Ordering::SeqCst),
-        2
-    );
+    assert_eq!(upstream.transfers(), 2);
 }
 
 /// While the first call with a key is in flight, a duplicate is ABORTED with
@@ -156,13 +144,7 @@ async fn concurrent_duplicate_is_aborted_in_progress() {
         .await
         .expect("replay after completion");
     assert_eq!(replay.get_ref(), first.get_ref());
-    assert_eq!(
-        upstream
-            .ledger
-            .transfers
-            .load(std::sync::atomic::Ordering::SeqCst),
-        1
-    );
+    assert_eq!(upstream.transfers(), 1);
 }
 
 /// The same key with a different request body is INVALID_ARGUMENT
@@ -184,13 +166,7 @@ async fn same_key_with_another_body_is_invalid_argument() {
         .expect_err("another body");
     assert_eq!(status.code(), Code::InvalidArgument);
     assert_eq!(reason(&status), "ERROR_REASON_IDEMPOTENCY_KEY_REUSED");
-    assert_eq!(
-        upstream
-            .ledger
-            .transfers
-            .load(std::sync::atomic::Ordering::SeqCst),
-        1
-    );
+    assert_eq!(upstream.transfers(), 1);
 }
 
 /// With Redis cut mid-test the gateway keeps serving per its default fallback: reads

@@ -113,6 +113,15 @@ impl Pair {
         page.accounts[0].id.clone()
     }
 
+    /// Two new accounts, the first funded with `amount` from the cash vault.
+    async fn funded_pair(&self, amount: i64) -> (String, String) {
+        let vault = self.vault().await;
+        let from = self.open().await;
+        let to = self.open().await;
+        self.fund(&vault, &from, amount).await;
+        (from, to)
+    }
+
     /// Cash in to `account` (directly).
     async fn fund(&self, vault: &str, account: &str, amount: i64) {
         self.direct()
@@ -341,10 +350,7 @@ async fn one_refusal_does_not_fail_its_neighbours() {
 #[tokio::test]
 async fn replays_within_one_batch_make_one_transfer() {
     let pair = Pair::spawn(full_batches(20)).await;
-    let vault = pair.vault().await;
-    let from = pair.open().await;
-    let to = pair.open().await;
-    pair.fund(&vault, &from, 1_000).await;
+    let (from, to) = pair.funded_pair(1_000).await;
     let before = pair.count("transfers").await;
 
     let request = create(spec(&from, &to, 300));
@@ -372,10 +378,7 @@ async fn replays_within_one_batch_make_one_transfer() {
 #[tokio::test]
 async fn replays_cross_the_batched_and_direct_paths() {
     let pair = Pair::spawn(full_batches(2)).await;
-    let vault = pair.vault().await;
-    let from = pair.open().await;
-    let to = pair.open().await;
-    pair.fund(&vault, &from, 1_000).await;
+    let (from, to) = pair.funded_pair(1_000).await;
     let before = pair.count("transfers").await;
 
     // Batched first (with a neighbour, so it really is a two-member batch), then direct.
@@ -431,10 +434,7 @@ async fn zero_window_is_off() {
         ..LedgerBatchArgs::default()
     })
     .await;
-    let vault = pair.vault().await;
-    let from = pair.open().await;
-    let to = pair.open().await;
-    pair.fund(&vault, &from, 100).await;
+    let (from, to) = pair.funded_pair(100).await;
     let mut client = pair.batched();
 
     let request = create(spec(&from, &to, 60));
@@ -462,10 +462,7 @@ async fn a_lone_transfer_on_an_idle_ledger_does_not_wait_for_the_window() {
         ..LedgerBatchArgs::default()
     })
     .await;
-    let vault = pair.vault().await;
-    let from = pair.open().await;
-    let to = pair.open().await;
-    pair.fund(&vault, &from, 100).await;
+    let (from, to) = pair.funded_pair(100).await;
     let mut client = pair.batched();
 
     for _ in 0..3 {

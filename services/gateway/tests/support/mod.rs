@@ -132,6 +132,11 @@ pub struct Upstream {
 }
 
 impl Upstream {
+    /// CreateTransfer calls that reached the upstream.
+    pub fn transfers(&self) -> usize {
+        self.ledger.transfers.load(Ordering::SeqCst)
+    }
+
     /// Serves the test ledger on 127.0.0.1:0.
     pub async fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0")
