@@ -187,4 +187,47 @@ impl Host {
     ) -> anyhow::Result<()> {
         serve(listener, self.routes.routes(), shutdown).await
     }
+
+    /// The finished routes with the tasks that keep them healthy (health watchers,
+    /// maintenance), which stop when the returned value is dropped.
+    pub fn start(self, background: Vec<tokio::task::JoinHandle<()>>) -> Started {
+        Started {
+            routes: self.routes.routes(),
+            background,
+        }
+    }
+}
+
+/// A service ready to answer: its routes (reflection and health included) and its
+/// background tasks. The routes can be served on a listener and, in `ferrobank all`,
+/// also called in process by the gateway; the background tasks are aborted when this
+/// is dropped.
+pub struct Started {
+    routes: Routes,
+    background: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Started {
+    /// The service's routes, for calling it in process.
+    pub fn routes(&self) -> Routes {
+        self.routes.clone()
+    }
+
+    /// Serves the routes on `listener` until `shutdown` resolves (then drains, see
+    /// [`serve`]) and stops the background tasks.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        serve(listener, self.routes.clone(), shutdown).await
+    }
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        for task in &self.background {
+            task.abort();
+        }
+    }
 }

@@ -309,6 +309,12 @@ impl Identity {
         listener: TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        self.start().await?.serve(listener, shutdown).await
+    }
+
+    /// The service's routes and health watcher, ready to serve on a listener and to
+    /// be called in process by the gateway.
+    pub async fn start(self) -> anyhow::Result<ferrobank_server::Started> {
         let mut host = ferrobank_server::Host::new()?;
         let db = self.app.store().db().clone();
         let watcher = ferrobank_server::watch_health(
@@ -323,8 +329,6 @@ impl Identity {
         .await;
         let api = api::Api::new(self.app, self.auth, self.trust_forwarded_for);
         host.add(IdentityServiceServer::new(api));
-        let result = host.serve(listener, shutdown).await;
-        watcher.abort();
-        result
+        Ok(host.start(vec![watcher]))
     }
 }

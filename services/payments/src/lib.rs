@@ -44,6 +44,12 @@ impl Payments {
         listener: TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        self.start().await?.serve(listener, shutdown).await
+    }
+
+    /// The service's routes and health watcher, ready to serve on a listener and to
+    /// be called in process by the gateway.
+    pub async fn start(self) -> anyhow::Result<ferrobank_server::Started> {
         let mut host = ferrobank_server::Host::new()?;
         let db = self.db.clone();
         let watcher = ferrobank_server::watch_health(
@@ -57,9 +63,7 @@ impl Payments {
         )
         .await;
         host.add(PaymentsServiceServer::new(self));
-        let result = host.serve(listener, shutdown).await;
-        watcher.abort();
-        result
+        Ok(host.start(vec![watcher]))
     }
 }
 
