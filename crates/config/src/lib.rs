@@ -351,7 +351,19 @@ pub struct AuthArgs {
     pub insecure_dev_principals: bool,
 }
 
-/// Where each service of `ferrobank all` listens, the gateway first.
+/// How the gateway of `ferrobank all` reaches the services beside it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum GatewayUpstreams {
+    /// Calls go straight to the services' routes in the same process: no connection,
+    /// no second HTTP/2 hop.
+    #[default]
+    InProcess,
+    /// Calls go over loopback to the services' own ports, as from a separate gateway.
+    Network,
+}
+
+/// Where each service of `ferrobank all` listens, the gateway first, and how the
+/// gateway reaches the others.
 #[derive(Args, Clone, Debug)]
 pub struct ListenArgs {
     /// The gateway: the one public port.
@@ -378,6 +390,15 @@ pub struct ListenArgs {
         default_value = "127.0.0.1:50054"
     )]
     pub payments_addr: SocketAddr,
+    /// How the gateway reaches the services. Each service still listens on its own
+    /// port either way.
+    #[arg(
+        long,
+        env = "FERROBANK_GATEWAY_UPSTREAMS",
+        value_enum,
+        default_value_t = GatewayUpstreams::InProcess
+    )]
+    pub gateway_upstreams: GatewayUpstreams,
 }
 
 /// Where the gateway finds each upstream service.

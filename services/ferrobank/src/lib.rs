@@ -1,10 +1,11 @@
 //! Composition of the platform for `ferrobank all` and the end-to-end tests: every
-//! service on its own listener, the gateway in front, one shutdown signal for all.
+//! service on its own listener, the gateway in front (calling the services in process
+//! by default, or over their ports), one shutdown signal for all.
 
 use std::net::SocketAddr;
 
 use anyhow::Context;
-use ferrobank_config::{DatabaseSettings, http_uri::Uri};
+use ferrobank_config::{DatabaseSettings, GatewayUpstreams, http_uri::Uri};
 use ferrobank_gateway::GatewayConfig;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -106,6 +107,8 @@ impl Platform {
         let identity = ferrobank_identity::Identity::new(&config.identity, identity_config)
             .context("starting identity")?;
         let jwt = Some(identity.authenticator());
+        let identity = identity.start().await.context("starting identity")?;
+        let identity_routes = identity.routes();
         tasks.spawn({
             let rx = rx.clone();
             async move {
@@ -120,13 +123,19 @@ impl Platform {
             authenticator_with_jwt(&config.auth, jwt.clone()),
         )
         .context("starting ledger")?
-        .with_batching(&ledger_batch);
+        .with_batching(&ledger_batch)
+        .start()
+        .await
+        .context("starting ledger")?;
+        let ledger_routes = ledger.routes();
         tasks.spawn({
             let rx = rx.clone();
             async move { ("ledger", ledger.serve(ledger_l, shutdown_signal(rx)).await) }
         });
         let payments =
             ferrobank_payments::Payments::new(&config.payments).context("starting payments")?;
+        let payments = payments.start().await.context("starting payments")?;
+        let payments_routes = payments.routes();
         tasks.spawn({
             let rx = rx.clone();
             async move {
@@ -161,6 +170,16 @@ impl Platform {
                 upstream(payments_addr)?,
                 gateway_auth,
             ),
+        };
+        let gateway = GatewayConfig {
+            in_process: (config.listen.gateway_upstreams == GatewayUpstreams::InProcess).then(
+                || ferrobank_gateway::InProcess {
+                    identity: identity_routes,
+                    ledger: ledger_routes,
+                    payments: payments_routes,
+                },
+            ),
+            ..gateway
         };
         tasks.spawn({
             let rx = rx.clone();

@@ -1,6 +1,7 @@
 //! `ferrobank all` in process: reflection lists every service through the gateway,
 //! health says SERVING for each, unbuilt RPCs answer UNIMPLEMENTED, and the gateway
-//! answers UNIMPLEMENTED for services it does not know.
+//! answers UNIMPLEMENTED for services it does not know — with the gateway calling the
+//! services in process and over the network.
 
 use std::time::Duration;
 
@@ -8,6 +9,7 @@ mod common;
 
 use common::bearer;
 use ferrobank::Platform;
+use ferrobank_config::GatewayUpstreams;
 use ferrobank_proto::status::reason;
 use ferrobank_testkit::TestDb;
 use tonic::Code;
@@ -131,18 +133,30 @@ async fn gateway_lists_services_and_reports_health() {
     running.await.unwrap().unwrap();
 }
 
-/// Through the gateway: sign up and log in with identity, then the returned token opens
-/// an account on the ledger; the same call without a token is UNAUTHENTICATED; an RPC
-/// that is not built yet answers UNIMPLEMENTED to an authenticated caller, and a
-/// service the gateway does not know is UNIMPLEMENTED too.
+/// Through the gateway calling the services in process (the default): sign up and log
+/// in with identity, then the returned token opens an account on the ledger; the same
+/// call without a token is UNAUTHENTICATED; an RPC that is not built yet answers
+/// UNIMPLEMENTED to an authenticated caller, and a service the gateway does not know is
+/// UNIMPLEMENTED too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_from_identity_is_accepted_by_the_ledger_through_the_gateway() {
+    token_scenario(GatewayUpstreams::InProcess).await;
+}
+
+/// The same scenario with the gateway reaching the services over their own ports, as a
+/// separate `ferrobank gateway` process would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_scenario_through_a_gateway_calling_over_the_network() {
+    token_scenario(GatewayUpstreams::Network).await;
+}
+
+async fn token_scenario(upstreams: GatewayUpstreams) {
     use ferrobank_proto::identity::identity_service_client::IdentityServiceClient;
     use ferrobank_proto::identity::{CreateUserRequest, LoginRequest};
     use ferrobank_proto::ledger::OpenAccountRequest;
     use ferrobank_proto::ledger::ledger_service_client::LedgerServiceClient;
 
-    let (platform, _dbs) = common::start_with_redis().await;
+    let (platform, _dbs) = common::start_with_redis_over(upstreams).await;
     let channel = Channel::from_shared(format!("http://{}", platform.gateway_addr))
         .unwrap()
         .connect()

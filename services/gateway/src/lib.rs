@@ -21,7 +21,7 @@ use ferrobank_config::{GatewayArgs, RedisFallback, RedisUrl, UpstreamArgs};
 use tokio::net::TcpListener;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
-use tonic::service::RoutesBuilder;
+use tonic::service::{Routes, RoutesBuilder};
 use tonic::transport::{Channel, Endpoint};
 use tower::ServiceBuilder;
 
@@ -71,6 +71,20 @@ pub struct GatewayConfig {
     /// Browser origins allowed to call with gRPC-Web from another origin (CORS); empty:
     /// none.
     pub cors_origins: Vec<http::HeaderValue>,
+    /// The services in this process (`ferrobank all`): when set, calls go to their
+    /// routes directly and the upstream URIs above are not used.
+    pub in_process: Option<InProcess>,
+}
+
+/// The services' routes, for a gateway in the same process as the services.
+#[derive(Clone)]
+pub struct InProcess {
+    /// `ferrobank.identity.v1.IdentityService`.
+    pub identity: Routes,
+    /// `ferrobank.ledger.v1.LedgerService` and `ferrobank.reporting.v1.ReportingService`.
+    pub ledger: Routes,
+    /// `ferrobank.payments.v1.PaymentsService`.
+    pub payments: Routes,
 }
 
 impl std::fmt::Debug for GatewayConfig {
@@ -82,6 +96,7 @@ impl std::fmt::Debug for GatewayConfig {
             .field("redis_url", &self.redis_url)
             .field("redis_fallback", &self.redis_fallback)
             .field("rates", &self.rates)
+            .field("in_process", &self.in_process.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -114,6 +129,7 @@ impl GatewayConfig {
             rates: [Rate::new(6000, 200), Rate::new(1200, 50), Rate::new(30, 10)],
             idempotency_ttl: Duration::from_secs(24 * 3600),
             cors_origins: Vec::new(),
+            in_process: None,
         }
     }
 
@@ -300,9 +316,18 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let identity = channel(&config.identity, config.connect_timeout)?;
-    let ledger = channel(&config.ledger, config.connect_timeout)?;
-    let payments = channel(&config.payments, config.connect_timeout)?;
+    let (identity, ledger, payments) = match &config.in_process {
+        Some(local) => (
+            proxy::in_process(local.identity.clone()),
+            proxy::in_process(local.ledger.clone()),
+            proxy::in_process(local.payments.clone()),
+        ),
+        None => (
+            proxy::over_network(channel(&config.identity, config.connect_timeout)?),
+            proxy::over_network(channel(&config.ledger, config.connect_timeout)?),
+            proxy::over_network(channel(&config.payments, config.connect_timeout)?),
+        ),
+    };
 
     let mut builder = RoutesBuilder::default();
     ferrobank_server::add_reflection(&mut builder)?;
@@ -315,8 +340,8 @@ pub async fn serve(
         ("ferrobank.payments.v1.PaymentsService", payments),
         ("ferrobank.reporting.v1.ReportingService", ledger),
     ];
-    for (service, channel) in &upstreams {
-        proxy::route(routes.axum_router_mut(), service, channel.clone());
+    for (service, upstream) in &upstreams {
+        proxy::route(routes.axum_router_mut(), service, upstream.clone());
     }
     let poller = upstream_health::spawn(health, upstreams.to_vec(), config.health_interval).await;
 
@@ -335,7 +360,7 @@ pub async fn serve(
     };
 
     let addr: SocketAddr = listener.local_addr()?;
-    tracing::info!(%addr, redis = redis.is_some(), "gateway listening");
+    tracing::info!(%addr, redis = redis.is_some(), in_process = config.in_process.is_some(), "gateway listening");
     // `Server::tcp_nodelay` only applies to listeners tonic binds itself. The gateway
     // writes response headers, messages and trailers as they arrive from upstream, so
     // with Nagle on, a client's delayed ACK stalls each call by ~40 ms.

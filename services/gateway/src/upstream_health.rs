@@ -4,16 +4,17 @@
 use std::time::Duration;
 
 use ferrobank_server::{Health, Serving};
-use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus as Wire;
 use tonic_health::pb::health_client::HealthClient;
+
+use crate::proxy::Upstream;
 
 /// Registers every upstream service as NOT_SERVING, then polls each `every` and
 /// publishes what it finds.
 pub async fn spawn(
     reporter: Health,
-    upstreams: Vec<(&'static str, Channel)>,
+    upstreams: Vec<(&'static str, Upstream)>,
     every: Duration,
 ) -> tokio::task::JoinHandle<()> {
     for (service, _) in &upstreams {
@@ -26,16 +27,16 @@ pub async fn spawn(
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
-            for (service, channel) in &upstreams {
-                let status = check(channel.clone(), service, every).await;
+            for (service, upstream) in &upstreams {
+                let status = check(upstream.clone(), service, every).await;
                 reporter.set_service_status(*service, status).await;
             }
         }
     })
 }
 
-async fn check(channel: Channel, service: &str, timeout: Duration) -> Serving {
-    let mut client = HealthClient::new(channel);
+async fn check(upstream: Upstream, service: &str, timeout: Duration) -> Serving {
+    let mut client = HealthClient::new(upstream);
     let request = HealthCheckRequest {
         service: service.to_owned(),
     };

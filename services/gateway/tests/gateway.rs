@@ -294,6 +294,81 @@ async fn one_trace_spans_gateway_and_service() {
     );
 }
 
+/// A gateway calling its upstream in process (as in `ferrobank all`) forwards what a
+/// network hop would — request id, credentials, deadline, trace context — and none of
+/// its own request state; every layer still applies (an idempotent replay does not
+/// reach the service again), and a method the service does not have is UNIMPLEMENTED.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_process_upstream_gets_what_the_wire_would_carry() {
+    let upstream = Upstream::start().await;
+    let mut cfg = config(upstream.addr).await;
+    let routes = upstream.routes();
+    cfg.in_process = Some(ferrobank_gateway::InProcess {
+        identity: routes.clone(),
+        ledger: routes.clone(),
+        payments: routes,
+    });
+    // Unreachable URIs: every call must go in process.
+    let nowhere: ferrobank_config::http_uri::Uri = "http://127.0.0.1:9".parse().expect("uri");
+    cfg.ledger = vec![nowhere.clone()];
+    cfg.identity = vec![nowhere.clone()];
+    cfg.payments = vec![nowhere];
+    let gateway = Gateway::start(cfg).await;
+    let mut client = gateway.ledger().await;
+    let user = Uuid::new_v4();
+
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let mut request = get_account(user);
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{trace_id}-00f067aa0ba902b7-01")
+            .parse()
+            .expect("ascii"),
+    );
+    let response = client.get_account(request).await.expect("call");
+    let minted = header(&response, "x-request-id");
+    assert_eq!(minted.len(), 36);
+    assert_eq!(header(&response, "echo-x-request-id"), minted);
+    assert_eq!(
+        header(&response, "echo-x-ferrobank-dev-principal"),
+        format!("customer:{user}")
+    );
+    assert_eq!(header(&response, "echo-grpc-timeout"), "10000m");
+    assert!(header(&response, "echo-traceparent").contains(trace_id));
+    assert_eq!(header(&response, "echo-gateway-state"), "");
+    assert_eq!(header(&response, "x-ratelimit-limit"), "200");
+
+    let key = Uuid::new_v4().to_string();
+    let first = client
+        .create_transfer(create_transfer(user, 5, Some(&key)))
+        .await
+        .expect("first");
+    let replay = client
+        .create_transfer(create_transfer(user, 5, Some(&key)))
+        .await
+        .expect("replay");
+    assert_eq!(header(&replay, REPLAY_HEADER), "true");
+    assert_eq!(
+        first.get_ref().transfer.as_ref().map(|t| t.id.clone()),
+        replay.get_ref().transfer.as_ref().map(|t| t.id.clone())
+    );
+    assert_eq!(upstream.transfers(), 1);
+
+    let mut grpc = tonic::client::Grpc::new(gateway.channel().await);
+    grpc.ready().await.expect("ready");
+    let status = grpc
+        .unary::<_, (), _>(
+            support::as_user(user, ()),
+            "/ferrobank.ledger.v1.LedgerService/NoSuchMethod"
+                .parse()
+                .expect("path"),
+            tonic_prost::ProstCodec::<(), ()>::default(),
+        )
+        .await
+        .expect_err("no such method");
+    assert_eq!(status.code(), Code::Unimplemented);
+}
+
 /// Identity and plumbing at the door: request ids are minted or echoed and reach the
 /// service, credentials are forwarded unchanged, a call without them is
 /// UNAUTHENTICATED, an unknown service UNIMPLEMENTED, and the default deadline goes

@@ -85,6 +85,12 @@ impl Ledger {
         listener: TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        self.start().await?.serve(listener, shutdown).await
+    }
+
+    /// Both services' routes with their health watchers and maintenance tasks, ready
+    /// to serve on a listener and to be called in process by the gateway.
+    pub async fn start(self) -> anyhow::Result<ferrobank_server::Started> {
         let mut host = ferrobank_server::Host::new()?;
         let db = self.db.clone();
         let ledger_health = ferrobank_server::watch_health(
@@ -118,12 +124,8 @@ impl Ledger {
         let background = maintenance::spawn(self.clone());
         host.add(LedgerServiceServer::new(api::LedgerApi::new(self.clone())))
             .add(ReportingServiceServer::new(api::ReportingApi::new(self)));
-        let result = host.serve(listener, shutdown).await;
-        for task in background {
-            task.abort();
-        }
-        ledger_health.abort();
-        reporting_health.abort();
-        result
+        let mut tasks = background;
+        tasks.extend([ledger_health, reporting_health]);
+        Ok(host.start(tasks))
     }
 }

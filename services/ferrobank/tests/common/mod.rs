@@ -7,7 +7,7 @@
 
 use ferrobank::{Platform, PlatformConfig};
 use ferrobank_auth::keys::{KeyRing, PrivateKey};
-use ferrobank_config::ListenArgs;
+use ferrobank_config::{GatewayUpstreams, ListenArgs};
 use ferrobank_testkit::TestDb;
 
 /// Every listener on 127.0.0.1 port 0.
@@ -18,6 +18,7 @@ pub fn port_zero() -> ListenArgs {
         identity_addr: any,
         ledger_addr: any,
         payments_addr: any,
+        gateway_upstreams: GatewayUpstreams::InProcess,
     }
 }
 
@@ -39,6 +40,15 @@ pub async fn databases() -> Vec<TestDb> {
 /// The platform on `dbs` (from [`databases`]), identity signing with `keys`,
 /// revocations and throttling in the test Redis under a fresh prefix.
 pub async fn start(dbs: &[TestDb], keys: KeyRing) -> Platform {
+    start_with_upstreams(dbs, keys, GatewayUpstreams::InProcess).await
+}
+
+/// [`start`] with the gateway reaching the services as `upstreams` says.
+pub async fn start_with_upstreams(
+    dbs: &[TestDb],
+    keys: KeyRing,
+    upstreams: GatewayUpstreams,
+) -> Platform {
     let identity_config = ferrobank_identity::IdentityConfig::with_keys(
         keys,
         Some(ferrobank_testkit::env().await.redis_url()),
@@ -46,7 +56,10 @@ pub async fn start(dbs: &[TestDb], keys: KeyRing) -> Platform {
     );
     Platform::start_with_identity(
         PlatformConfig {
-            listen: port_zero(),
+            listen: ListenArgs {
+                gateway_upstreams: upstreams,
+                ..port_zero()
+            },
             identity: dbs[0].settings.clone(),
             ledger: dbs[1].settings.clone(),
             payments: dbs[2].settings.clone(),
@@ -61,8 +74,14 @@ pub async fn start(dbs: &[TestDb], keys: KeyRing) -> Platform {
 
 /// Fresh databases and the platform on them with a new signing key.
 pub async fn start_with_redis() -> (Platform, Vec<TestDb>) {
+    start_with_redis_over(GatewayUpstreams::InProcess).await
+}
+
+/// [`start_with_redis`] with the gateway reaching the services as `upstreams` says.
+pub async fn start_with_redis_over(upstreams: GatewayUpstreams) -> (Platform, Vec<TestDb>) {
     let dbs = databases().await;
-    let platform = start(&dbs, KeyRing::new(vec![PrivateKey::generate()]).unwrap()).await;
+    let keys = KeyRing::new(vec![PrivateKey::generate()]).unwrap();
+    let platform = start_with_upstreams(&dbs, keys, upstreams).await;
     (platform, dbs)
 }
 

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ferrobank_auth::{DEV_PRINCIPAL_HEADER, DevHeaderAuthenticator};
 use ferrobank_gateway::GatewayConfig;
+use ferrobank_gateway::layers::auth::Caller;
 use ferrobank_proto::ledger::ledger_service_client::LedgerServiceClient;
 use ferrobank_proto::ledger::ledger_service_server::{LedgerService, LedgerServiceServer};
 use ferrobank_proto::ledger::{
@@ -47,6 +48,13 @@ pub struct TestLedger {
 
 impl TestLedger {
     fn echo<T>(request: &Request<T>, response: &mut Response<impl Sized>) {
+        // Whether the gateway's own request state reached the service (it must not:
+        // a service sees what the wire carries).
+        if request.extensions().get::<Caller>().is_some() {
+            response
+                .metadata_mut()
+                .insert("echo-gateway-state", "leaked".parse().expect("ascii"));
+        }
         for name in ECHOED {
             if let Some(value) = request.metadata().get(name) {
                 let key = format!("echo-{name}");
@@ -165,6 +173,11 @@ impl Upstream {
             entered,
             _stop: stop,
         }
+    }
+
+    /// The upstream's routes, for a gateway that calls it in process.
+    pub fn routes(&self) -> tonic::service::Routes {
+        tonic::service::Routes::new(LedgerServiceServer::new(self.ledger.clone()))
     }
 
     /// Lets `n` held calls finish.
