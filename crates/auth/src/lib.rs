@@ -88,11 +88,30 @@ impl Principal {
     }
 }
 
+/// The part of an authentication that needs a round trip (the revocation lookup),
+/// still to be awaited: see [`Authenticator::authenticate_split`].
+pub type PendingCheck =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Status>> + Send>>;
+
 /// Turns request metadata into a principal, or UNAUTHENTICATED.
 #[tonic::async_trait]
 pub trait Authenticator: Send + Sync + 'static {
     /// Authenticates one request.
     async fn authenticate(&self, metadata: &MetadataMap) -> Result<Principal, Status>;
+
+    /// [`Authenticator::authenticate`] in two steps, for a caller that overlaps the
+    /// round trip with other work: the local checks (signature, claims, expiry) now,
+    /// and the remote ones (revocation) in the returned [`PendingCheck`]. The request
+    /// is authenticated only when both succeed; until the check has succeeded the
+    /// principal may be used to count the call, never to act on it. The default does
+    /// everything in the first step.
+    async fn authenticate_split(
+        &self,
+        metadata: &MetadataMap,
+    ) -> Result<(Principal, PendingCheck), Status> {
+        let principal = self.authenticate(metadata).await?;
+        Ok((principal, Box::pin(std::future::ready(Ok(())))))
+    }
 }
 
 /// A shareable authenticator.

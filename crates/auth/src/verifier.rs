@@ -142,6 +142,56 @@ impl JwtAuthenticator {
 
     /// Verifies the bearer token in `metadata`.
     pub async fn verify_metadata(&self, metadata: &MetadataMap) -> Result<Verified, Status> {
+        self.verify_token(Self::bearer(metadata)?).await
+    }
+
+    /// Verifies one token: signature, claims, then revocation.
+    pub async fn verify_token(&self, token: &str) -> Result<Verified, Status> {
+        let verified = self.verify_signed(token).await?;
+        self.revocation_check(&verified).await?;
+        Ok(verified)
+    }
+
+    /// The revocation lookup of a verified token, as a future that owns what it needs.
+    fn revocation_check(&self, verified: &Verified) -> crate::PendingCheck {
+        let (jti, sid) = (verified.jti, verified.principal.session_id);
+        let store = self.revocations.clone();
+        let fallback = self.fallback;
+        Box::pin(async move {
+            let revoked = match &store {
+                Some(store) => store.is_revoked(jti, sid).await.map_err(|e| e.0),
+                None => Err("no revocation store configured".to_owned()),
+            };
+            match revoked {
+                Ok(false) => Ok(()),
+                Ok(true) => {
+                    tracing::info!(%jti, ?sid, "request refused: token revoked");
+                    Err(status::error(
+                        Code::Unauthenticated,
+                        ErrorReason::TokenRevoked,
+                        REFUSED,
+                    ))
+                }
+                Err(error) => match fallback {
+                    RevocationFallback::Closed => {
+                        tracing::warn!(%error, "revocation check failed; refusing (fail closed)");
+                        Err(status::error(
+                            Code::Unavailable,
+                            ErrorReason::Unavailable,
+                            "cannot verify credentials right now; retry later",
+                        ))
+                    }
+                    RevocationFallback::Open => {
+                        tracing::warn!(%error, "revocation check failed; accepting (fail open)");
+                        Ok(())
+                    }
+                },
+            }
+        })
+    }
+
+    /// The bearer token in `metadata`, or UNAUTHENTICATED.
+    fn bearer(metadata: &MetadataMap) -> Result<&str, Status> {
         let Some(value) = metadata.get("authorization") else {
             return Err(unauthenticated("no authorization header"));
         };
@@ -152,42 +202,7 @@ impl JwtAuthenticator {
             .strip_prefix("Bearer ")
             .or_else(|| value.strip_prefix("bearer "))
             .ok_or_else(|| unauthenticated("authorization is not a bearer token"))?;
-        self.verify_token(token.trim()).await
-    }
-
-    /// Verifies one token: signature, claims, then revocation.
-    pub async fn verify_token(&self, token: &str) -> Result<Verified, Status> {
-        let verified = self.verify_signed(token).await?;
-        let sid = verified.principal.session_id;
-        let revoked = match &self.revocations {
-            Some(store) => store.is_revoked(verified.jti, sid).await.map_err(|e| e.0),
-            None => Err("no revocation store configured".to_owned()),
-        };
-        match revoked {
-            Ok(false) => Ok(verified),
-            Ok(true) => {
-                tracing::info!(jti = %verified.jti, sid = ?sid, "request refused: token revoked");
-                Err(status::error(
-                    Code::Unauthenticated,
-                    ErrorReason::TokenRevoked,
-                    REFUSED,
-                ))
-            }
-            Err(error) => match self.fallback {
-                RevocationFallback::Closed => {
-                    tracing::warn!(%error, "revocation check failed; refusing (fail closed)");
-                    Err(status::error(
-                        Code::Unavailable,
-                        ErrorReason::Unavailable,
-                        "cannot verify credentials right now; retry later",
-                    ))
-                }
-                RevocationFallback::Open => {
-                    tracing::warn!(%error, "revocation check failed; accepting (fail open)");
-                    Ok(verified)
-                }
-            },
-        }
+        Ok(token.trim())
     }
 
     /// Signature and claims only, no revocation check.
@@ -261,6 +276,15 @@ fn refused(err: TokenError) -> Status {
 impl Authenticator for JwtAuthenticator {
     async fn authenticate(&self, metadata: &MetadataMap) -> Result<Principal, Status> {
         self.verify_metadata(metadata).await.map(|v| v.principal)
+    }
+
+    async fn authenticate_split(
+        &self,
+        metadata: &MetadataMap,
+    ) -> Result<(Principal, crate::PendingCheck), Status> {
+        let verified = self.verify_signed(Self::bearer(metadata)?).await?;
+        let check = self.revocation_check(&verified);
+        Ok((verified.principal, check))
     }
 }
 

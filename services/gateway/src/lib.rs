@@ -262,6 +262,7 @@ pub fn stack(
         // at once, a crashed gateway's lock frees itself after this.
         config.max_timeout + Duration::from_secs(5),
     );
+    let limits = rate_limit::RateLimitLayer::new(redis, config.redis_fallback, config.rates);
     ServiceBuilder::new()
         // CORS outermost, and only for configured origins: a browser's preflight
         // (OPTIONS) is answered here, and gRPC-Web answers carry the headers a page on
@@ -294,18 +295,17 @@ pub fn stack(
         // costs a token check or a Redis call.
         .layer(shed::ShedLayer::new(config.max_in_flight))
         // Authentication decides who the caller is; everything below is per caller.
-        .layer(auth::AuthLayer::new(config.auth.clone()))
+        // While it asks Redis whether the token was revoked, it asks for the caller's
+        // rate-limit decision too, so the call waits for one round trip, not two.
+        .layer(auth::AuthLayer::new(config.auth.clone()).with_limits(limits.clone()))
         // Per-caller fairness: one caller's flood cannot take everyone's slots.
         .layer(fairness::FairnessLayer::new(
             config.max_in_flight_per_caller,
         ))
-        // Rate limits (one EVALSHA) before idempotency, so replays are counted and a
-        // refused call never takes an idempotency lock.
-        .layer(rate_limit::RateLimitLayer::new(
-            redis,
-            config.redis_fallback,
-            config.rates,
-        ))
+        // Rate limits (one EVALSHA, taken ahead by authentication for signed-in
+        // callers) applied before idempotency, so replays are counted and a refused
+        // call never takes an idempotency lock.
+        .layer(limits)
         // Innermost: idempotency buffers only keyed mutations, right before the router.
         .layer(idempotency)
 }

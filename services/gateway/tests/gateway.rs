@@ -369,6 +369,68 @@ async fn in_process_upstream_gets_what_the_wire_would_carry() {
     assert_eq!(status.code(), Code::Unimplemented);
 }
 
+/// Signs every caller in locally but fails the remote (revocation) check, as for a
+/// revoked token.
+struct RevokedEverywhere;
+
+#[tonic::async_trait]
+impl ferrobank_auth::Authenticator for RevokedEverywhere {
+    async fn authenticate(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+    ) -> Result<ferrobank_auth::Principal, tonic::Status> {
+        let (_, check) = self.authenticate_split(metadata).await?;
+        check.await?;
+        unreachable!("the check always fails")
+    }
+
+    async fn authenticate_split(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+    ) -> Result<(ferrobank_auth::Principal, ferrobank_auth::PendingCheck), tonic::Status> {
+        let principal = ferrobank_auth::DevHeaderAuthenticator
+            .authenticate(metadata)
+            .await?;
+        let revoked = Box::pin(async { Err(tonic::Status::unauthenticated("revoked")) });
+        Ok((principal, revoked as ferrobank_auth::PendingCheck))
+    }
+}
+
+/// The revocation lookup and the rate-limit decision run together, but a call whose
+/// token fails the lookup never reaches the service; its attempt still counts against
+/// the caller's limit (once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_token_is_refused_even_though_its_rate_limit_ran_alongside() {
+    let upstream = Upstream::start().await;
+    let mut cfg = config(upstream.addr).await;
+    cfg.rates[1] = Rate::new(1, 3);
+    let limiter = cfg.clone();
+    cfg.auth = std::sync::Arc::new(RevokedEverywhere);
+    let revoked = Gateway::start(cfg).await;
+    let open = Gateway::start(limiter).await;
+    let user = Uuid::new_v4();
+
+    let refused = revoked
+        .ledger()
+        .await
+        .create_transfer(create_transfer(user, 5, None))
+        .await
+        .expect_err("revoked");
+    assert_eq!(refused.code(), Code::Unauthenticated);
+    assert_eq!(refused.message(), "revoked");
+    assert_eq!(upstream.transfers(), 0);
+
+    // Same Redis, same caller: the refused attempt took one of the three.
+    let admitted = open
+        .ledger()
+        .await
+        .create_transfer(create_transfer(user, 5, None))
+        .await
+        .expect("within the limit");
+    assert_eq!(header(&admitted, "x-ratelimit-remaining"), "1");
+    assert_eq!(upstream.transfers(), 1);
+}
+
 /// Identity and plumbing at the door: request ids are minted or echoed and reach the
 /// service, credentials are forwarded unchanged, a call without them is
 /// UNAUTHENTICATED, an unknown service UNIMPLEMENTED, and the default deadline goes

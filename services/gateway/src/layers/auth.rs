@@ -3,7 +3,8 @@
 //! UNAUTHENTICATED. Public methods (sign-up, login, refresh, JWKS, health, reflection)
 //! pass without. The verified caller — or, for anonymous calls, the client's IP — goes
 //! into the request's extensions as a [`Caller`], the key fairness, rate limits and
-//! idempotency are scoped by.
+//! idempotency are scoped by. The token's revocation lookup (a Redis round trip) runs
+//! together with the caller's rate-limit decision when the layer is given the limits.
 //!
 //! The original `authorization` (and dev-principal) metadata is forwarded unchanged:
 //! services verify the token again themselves (defence in depth); the gateway asserts
@@ -19,6 +20,7 @@ use tonic::transport::server::TcpConnectInfo;
 use tower::{Layer, Service};
 use uuid::Uuid;
 
+use super::rate_limit::RateLimitLayer;
 use super::{BoxError, GrpcRequest, GrpcResponse, ResponseFuture, refuse, take_ready};
 use crate::methods;
 
@@ -57,12 +59,26 @@ impl Caller {
 #[derive(Clone)]
 pub struct AuthLayer {
     authenticator: SharedAuthenticator,
+    limits: Option<RateLimitLayer>,
 }
 
 impl AuthLayer {
     /// Authenticates with `authenticator`.
     pub fn new(authenticator: SharedAuthenticator) -> Self {
-        Self { authenticator }
+        Self {
+            authenticator,
+            limits: None,
+        }
+    }
+
+    /// Takes the caller's rate-limit decision from `limits` while the revocation
+    /// lookup is in flight, so a call waits for one Redis round trip, not two; the
+    /// rate-limit layer applies it.
+    pub fn with_limits(self, limits: RateLimitLayer) -> Self {
+        Self {
+            limits: Some(limits),
+            ..self
+        }
     }
 }
 
@@ -72,6 +88,7 @@ impl<S> Layer<S> for AuthLayer {
         Auth {
             inner,
             authenticator: self.authenticator.clone(),
+            limits: self.limits.clone(),
         }
     }
 }
@@ -81,6 +98,7 @@ impl<S> Layer<S> for AuthLayer {
 pub struct Auth<S> {
     inner: S,
     authenticator: SharedAuthenticator,
+    limits: Option<RateLimitLayer>,
 }
 
 impl<S> Service<GrpcRequest> for Auth<S>
@@ -110,14 +128,33 @@ where
             return Box::pin(async move { fut.await.map_err(Into::into) });
         }
         let authenticator = self.authenticator.clone();
+        let limits = self.limits.clone();
         Box::pin(async move {
             // Borrow the headers as metadata without copying them, then put them back.
             let metadata = MetadataMap::from_headers(std::mem::take(req.headers_mut()));
-            let verdict = authenticator.authenticate(&metadata).await;
+            let verdict = authenticator.authenticate_split(&metadata).await;
             *req.headers_mut() = metadata.into_headers();
-            match verdict {
-                Ok(principal) => {
-                    req.extensions_mut().insert(Caller::User(principal.user_id));
+            let (principal, revocation) = match verdict {
+                Ok(verdict) => verdict,
+                Err(status) => return Ok(refuse(status)),
+            };
+            let caller = Caller::User(principal.user_id);
+            // The signature is good, so the call may be counted against the caller
+            // while the revocation lookup runs; nothing below runs until it passes.
+            let prefetch = limits
+                .as_ref()
+                .and_then(|limits| limits.prefetch(caller, req.uri().path()));
+            let checked = match prefetch {
+                Some(prefetch) => {
+                    let (checked, prefetched) = tokio::join!(revocation, prefetch);
+                    req.extensions_mut().insert(prefetched);
+                    checked
+                }
+                None => revocation.await,
+            };
+            match checked {
+                Ok(()) => {
+                    req.extensions_mut().insert(caller);
                     inner.call(req).await.map_err(Into::into)
                 }
                 Err(status) => Ok(refuse(status)),

@@ -1,6 +1,8 @@
 //! Rate limits shared by every gateway replica: GCRA per caller (principal, or client
 //! IP when anonymous) and method class, decided atomically in Redis by one `EVALSHA`
-//! per call. The script reads Redis's own clock (`TIME`), so replicas with skewed clocks
+//! per call. For an authenticated call the decision is taken ahead, by the auth layer
+//! while the token's revocation lookup is in flight (the two round trips overlap), and
+//! applied here. The script reads Redis's own clock (`TIME`), so replicas with skewed clocks
 //! agree, and keeps one key per caller and class holding the theoretical arrival time,
 //! expiring when the bucket is full again.
 //!
@@ -180,6 +182,37 @@ impl RateLimitLayer {
     }
 }
 
+/// A decision taken ahead for `caller` (see [`RateLimitLayer::prefetch`]), carried in
+/// the request's extensions to the rate-limit layer.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Prefetched {
+    caller: Caller,
+    /// `None`: Redis is down and the fallback is `closed`.
+    decision: Option<Decision>,
+}
+
+impl RateLimitLayer {
+    /// The decision for a call of `caller` to `path`, to be taken ahead of this layer:
+    /// authentication asks for it while its revocation lookup is in flight, so the two
+    /// Redis round trips overlap. `None` when the method is not limited. The layer
+    /// applies a prefetched decision instead of asking again.
+    pub(crate) fn prefetch(
+        &self,
+        caller: Caller,
+        path: &str,
+    ) -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = Prefetched> + Send>>> {
+        let method = methods::lookup(path);
+        let rate = self.shared.rates[method.class.index()].filter(|_| !method.exempt)?;
+        let shared = self.shared.clone();
+        Some(Box::pin(async move {
+            Prefetched {
+                caller,
+                decision: shared.decide(caller, method.class, rate).await,
+            }
+        }))
+    }
+}
+
 impl<S> Layer<S> for RateLimitLayer {
     type Service = RateLimit<S>;
     fn layer(&self, inner: S) -> Self::Service {
@@ -277,8 +310,9 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    fn call(&mut self, req: GrpcRequest) -> Self::Future {
+    fn call(&mut self, mut req: GrpcRequest) -> Self::Future {
         let mut inner = take_ready(&mut self.inner);
+        let prefetched = req.extensions_mut().remove::<Prefetched>();
         let method = methods::lookup(req.uri().path());
         let rate = match self.shared.rates[method.class.index()] {
             Some(rate) if !method.exempt => rate,
@@ -291,7 +325,11 @@ where
         let caller = Caller::of(&req);
         Box::pin(async move {
             let class = method.class;
-            let Some(decision) = shared.decide(caller, class, rate).await else {
+            let decision = match prefetched {
+                Some(p) if p.caller == caller => p.decision,
+                _ => shared.decide(caller, class, rate).await,
+            };
+            let Some(decision) = decision else {
                 return Ok(refuse(status::error(
                     Code::Unavailable,
                     ErrorReason::Unavailable,
