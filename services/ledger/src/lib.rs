@@ -122,8 +122,15 @@ impl Ledger {
         )
         .await;
         let background = maintenance::spawn(self.clone());
-        host.add(LedgerServiceServer::new(api::LedgerApi::new(self.clone())))
-            .add(ReportingServiceServer::new(api::ReportingApi::new(self)));
+        // One set of use cases (and one transfer batcher) behind both services.
+        let app = std::sync::Arc::new(app::LedgerApp::new(
+            store::Store::new(self.db.clone()),
+            self.batching,
+        ));
+        let ledger_api = api::LedgerApi::new(self.clone(), app.clone());
+        let reporting_api = api::ReportingApi::new(self, app);
+        host.add(LedgerServiceServer::new(ledger_api))
+            .add(ReportingServiceServer::new(reporting_api));
         let mut tasks = background;
         tasks.extend([ledger_health, reporting_health]);
         Ok(host.start(tasks))

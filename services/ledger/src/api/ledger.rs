@@ -21,7 +21,7 @@ use crate::app::{
     self, AccountKind, AccountListInput, AccountStatus, EntryListInput, LedgerApp, LedgerError,
     OpenAccountInput, SystemRole, TransferInput, TransferKind, TransferListInput, TransferStatus,
 };
-use crate::store::{StatusChange, Store};
+use crate::store::StatusChange;
 
 /// The ledger gRPC service.
 #[derive(Clone)]
@@ -31,12 +31,8 @@ pub struct LedgerApi {
 }
 
 impl LedgerApi {
-    /// Wraps the shared state.
-    pub fn new(ledger: Ledger) -> Self {
-        let app = Arc::new(LedgerApp::new(
-            Store::new(ledger.db.clone()),
-            ledger.batching,
-        ));
+    /// Wraps the shared state and the use cases (shared with reporting).
+    pub fn new(ledger: Ledger, app: Arc<LedgerApp>) -> Self {
         Self { ledger, app }
     }
 
@@ -80,9 +76,13 @@ impl From<LedgerError> for Status {
         let message = err.to_string();
         match err {
             LedgerError::InvalidField { field, message } => status::invalid_field(&field, message),
-            LedgerError::InvalidPageToken => {
-                status::error(Code::InvalidArgument, R::InvalidPageToken, message)
-            }
+            LedgerError::InvalidPageToken => field_status(
+                Code::InvalidArgument,
+                R::InvalidPageToken,
+                "page_token",
+                "is malformed or was issued for a different query; start again without it".into(),
+                Vec::new(),
+            ),
             LedgerError::RequestIdReused { request_id } => status::error_with_metadata(
                 Code::InvalidArgument,
                 R::RequestIdReused,
@@ -220,6 +220,12 @@ impl From<LedgerError> for Status {
                 message,
                 meta([("failed_index", failed_index.to_string())]),
             ),
+            LedgerError::ReplicaLagging { lsn } => status::error_with_metadata(
+                Code::Unavailable,
+                R::ReplicaLagging,
+                message,
+                meta([("consistency_token", lsn)]),
+            ),
             LedgerError::Store(e) => e.into(),
             LedgerError::Internal(cause) => {
                 tracing::error!(error = %cause, "internal ledger error");
@@ -252,14 +258,14 @@ fn member_error(err: LedgerError) -> pb::TransferError {
 // Conversions.
 // ---------------------------------------------------------------------------
 
-fn ts(t: DateTime<Utc>) -> prost_types::Timestamp {
+pub(super) fn ts(t: DateTime<Utc>) -> prost_types::Timestamp {
     prost_types::Timestamp {
         seconds: t.timestamp(),
         nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0),
     }
 }
 
-fn opt_id(id: Option<Uuid>) -> String {
+pub(super) fn opt_id(id: Option<Uuid>) -> String {
     id.map(|i| i.to_string()).unwrap_or_default()
 }
 
@@ -356,7 +362,7 @@ fn transfer_input(spec: pb::TransferSpec) -> TransferInput {
     }
 }
 
-fn timestamp_in(
+pub(super) fn timestamp_in(
     field: &str,
     t: Option<prost_types::Timestamp>,
 ) -> Result<Option<DateTime<Utc>>, LedgerError> {

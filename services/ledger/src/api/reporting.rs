@@ -1,30 +1,38 @@
-//! `ferrobank.reporting.v1.ReportingService`. Reports arrive with the reporting issue
-//! and answer UNIMPLEMENTED until then; `GetReportingStatus` is real: it says where
-//! reports would be read from and how fresh they would be.
+//! `ferrobank.reporting.v1.ReportingService`: authenticates each call, turns protobuf
+//! into the `app` inputs and the results back (errors through the ledger's one
+//! `From<LedgerError> for Status`). Implemented: `GetStatement` (from the reporting
+//! pool, with read-your-writes through `consistency_token`; see `app/statement.rs`) and
+//! `GetReportingStatus` (where reports would be read from and how fresh they would
+//! be). The other reports answer UNIMPLEMENTED until they are built.
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use ferrobank_config::ReportingFallback;
 use ferrobank_db::DataSource;
 use ferrobank_proto::reporting::reporting_service_server::ReportingService;
 use ferrobank_proto::reporting::{
-    self as pb, GetReportingStatusRequest, GetReportingStatusResponse,
+    self as pb, GetReportingStatusRequest, GetReportingStatusResponse, GetStatementRequest,
+    GetStatementResponse,
 };
 use ferrobank_proto::status::invalid_field;
 use tonic::{Request, Response, Status};
 
+use super::ledger::{opt_id, timestamp_in, ts};
 use crate::Ledger;
+use crate::app::{Freshness, LedgerApp, StatementInput};
 
 /// The reporting gRPC service.
 #[derive(Clone)]
 pub struct ReportingApi {
     ledger: Ledger,
+    app: Arc<LedgerApp>,
 }
 
 impl ReportingApi {
-    /// Wraps the shared state.
-    pub fn new(ledger: Ledger) -> Self {
-        Self { ledger }
+    /// Wraps the shared state and the use cases (shared with the ledger service).
+    pub fn new(ledger: Ledger, app: Arc<LedgerApp>) -> Self {
+        Self { ledger, app }
     }
 }
 
@@ -57,8 +65,71 @@ fn duration(micros: i64) -> prost_types::Duration {
     }
 }
 
+fn data_source_pb(source: DataSource) -> pb::DataSource {
+    match source {
+        DataSource::Replica => pb::DataSource::Replica,
+        DataSource::Primary => pb::DataSource::Primary,
+    }
+}
+
+fn freshness_pb(f: Freshness) -> pb::DataFreshness {
+    pb::DataFreshness {
+        data_source: data_source_pb(f.source) as i32,
+        as_of_time: f.as_of.map(ts),
+        staleness: f
+            .staleness
+            .map(|d| duration(d.num_microseconds().unwrap_or(i64::MAX))),
+    }
+}
+
 #[tonic::async_trait]
 impl ReportingService for ReportingApi {
+    async fn get_statement(
+        &self,
+        request: Request<GetStatementRequest>,
+    ) -> Result<Response<GetStatementResponse>, Status> {
+        let p = self.ledger.auth.authenticate(request.metadata()).await?;
+        let r = request.into_inner();
+        let consistency_token = parse_lsn(&r.consistency_token)?.map(str::to_owned);
+        let input = StatementInput {
+            page_size: r.page_size,
+            page_token: r.page_token,
+            account_id: r.account_id,
+            start: timestamp_in("start_time", r.start_time)?,
+            end: timestamp_in("end_time", r.end_time)?,
+            consistency_token,
+        };
+        let s = self
+            .app
+            .statement(&p, &self.ledger.reporting, input)
+            .await?;
+        Ok(Response::new(GetStatementResponse {
+            account_id: s.account_id.to_string(),
+            currency_code: s.currency,
+            start_time: Some(ts(s.start)),
+            end_time: Some(ts(s.end)),
+            opening_balance: s.opening_balance,
+            closing_balance: s.closing_balance,
+            total_debits: s.total_debits,
+            total_credits: s.total_credits,
+            lines: s
+                .lines
+                .into_iter()
+                .map(|l| pb::StatementLine {
+                    entry_id: l.entry_id.to_string(),
+                    transfer_id: l.transfer_id.to_string(),
+                    counterparty_account_id: opt_id(l.counterparty),
+                    amount: l.amount,
+                    running_balance: l.running_balance,
+                    description: l.description,
+                    create_time: Some(ts(l.created_at)),
+                })
+                .collect(),
+            next_page_token: s.next_page_token,
+            freshness: Some(freshness_pb(s.freshness)),
+        }))
+    }
+
     async fn get_reporting_status(
         &self,
         request: Request<GetReportingStatusRequest>,

@@ -88,6 +88,10 @@ pub enum LedgerError {
     /// A linked batch member that was valid but not applied because another failed.
     #[error("not applied: member {failed_index} of the linked batch failed")]
     BatchMemberFailed { failed_index: usize },
+    /// The reporting replica had not replayed the request's consistency token within
+    /// the wait bound, and falling back to the primary is turned off.
+    #[error("the reporting replica has not replayed consistency token {lsn} yet; retry later")]
+    ReplicaLagging { lsn: String },
     /// The database failed (classified once in `StoreError`).
     #[error(transparent)]
     Store(#[from] StoreError),

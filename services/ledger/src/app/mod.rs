@@ -21,6 +21,7 @@ pub mod error;
 pub mod model;
 pub mod page_token;
 mod reads;
+mod statement;
 mod transfers;
 pub mod validate;
 
@@ -39,6 +40,7 @@ pub use accounts::{AccountListInput, OpenAccountInput};
 pub use error::{LedgerError, LedgerResult};
 pub use model::*;
 pub use reads::{EntryListInput, TransferListInput};
+pub use statement::{Freshness, StatementInput};
 pub use validate::TransferInput;
 
 /// A reload of the reference data on a cache miss happens at most this often, so a

@@ -365,8 +365,9 @@ impl Entry {
     }
 }
 
-/// Deterministic UUIDv7 for an entry: (account, seq) is its unique key.
-fn entry_id(account: Uuid, seq: i64, at: DateTime<Utc>) -> Uuid {
+/// Deterministic UUIDv7 for an entry: (account, seq) is its unique key. Every RPC
+/// that shows an entry (ListEntries, GetStatement) names it with this id.
+pub(crate) fn entry_id(account: Uuid, seq: i64, at: DateTime<Utc>) -> Uuid {
     let hash = Uuid::new_v5(&account, &seq.to_be_bytes());
     let mut random = [0u8; 10];
     random.copy_from_slice(&hash.as_bytes()[6..16]);

@@ -23,6 +23,10 @@ pub enum Position {
     Entry { at_us: i64, seq: i64 },
     /// Currencies with a code greater than this.
     Currency { after: String },
+    /// Statement lines after (created_at in µs, seq), oldest first, in a period that
+    /// ends at `end_us`: the end the first page resolved ("now" when the request left
+    /// it unset), so every page covers the same period.
+    Statement { at_us: i64, seq: i64, end_us: i64 },
 }
 
 #[derive(Serialize, Deserialize)]

@@ -9,7 +9,7 @@ pub mod sql;
 use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, Utc};
-use ferrobank_db::{Db, Row, StoreError, ToSql, Type, retry_conflicts};
+use ferrobank_db::{Db, Object, Row, StoreError, ToSql, Type, retry_conflicts};
 use uuid::Uuid;
 
 /// A typed statement parameter (the shape `Db::query` takes).
@@ -213,6 +213,54 @@ pub struct EntryQuery {
     /// Only entries before this (created_at, seq).
     pub before: (DateTime<Utc>, i64),
     pub limit: i64,
+}
+
+/// One page of a statement (lines oldest first) over the period [start, end).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatementQuery {
+    pub account: Uuid,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    /// Only lines after this (created_at, seq): (start, i64::MIN) on the first page.
+    pub after: (DateTime<Utc>, i64),
+    pub limit: i64,
+}
+
+/// The reading server's clock and replay position just before a report was read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadClock {
+    /// Whether the server is a standby.
+    pub in_recovery: bool,
+    /// Commit time of the last transaction replayed (standby only).
+    pub replayed_at: Option<DateTime<Utc>>,
+    /// The server's clock.
+    pub read_at: DateTime<Utc>,
+}
+
+/// One statement line: an entry with its transfer's counterparty and description.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatementLineRow {
+    pub account_id: Uuid,
+    pub created_at: DateTime<Utc>,
+    pub seq: i64,
+    pub amount: i64,
+    pub balance_after: i64,
+    pub transfer_id: Uuid,
+    pub counterparty: Option<Uuid>,
+    pub description: Option<String>,
+}
+
+/// A statement page as read from one snapshot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatementRows {
+    pub clock: ReadClock,
+    pub opening_balance: i64,
+    /// Sum of the period's debits as a positive number; None if it overflows int64.
+    pub total_debits: Option<i64>,
+    /// Sum of the period's credits; None if it overflows int64.
+    pub total_credits: Option<i64>,
+    /// At most `limit` lines.
+    pub lines: Vec<StatementLineRow>,
 }
 
 /// The smallest UUID whose UUIDv7 timestamp is at or after `at` (Rust twin of
@@ -620,6 +668,70 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// One statement page on a reporting connection `conn` (replica or primary; not
+    /// the store's own pool): the server's clock and replay position, then
+    /// [`sql::STATEMENT`], both sent before either answer is awaited (one round trip
+    /// once the statements are cached). The clock is read first, so the statement's
+    /// snapshot holds at least everything replayed by then.
+    pub async fn statement(
+        conn: &Object,
+        statement_cache: bool,
+        q: &StatementQuery,
+    ) -> Result<StatementRows, StoreError> {
+        let params: [Param<'_>; 6] = [
+            (&q.account, Type::UUID),
+            (&q.start, Type::TIMESTAMPTZ),
+            (&q.end, Type::TIMESTAMPTZ),
+            (&q.after.0, Type::TIMESTAMPTZ),
+            (&q.after.1, Type::INT8),
+            (&q.limit, Type::INT8),
+        ];
+        let (clock, rows) = if statement_cache {
+            let clock_stmt = conn.prepare_typed_cached(sql::READ_CLOCK, &[]).await?;
+            let types: Vec<Type> = params.iter().map(|(_, t)| t.clone()).collect();
+            let stmt = conn.prepare_typed_cached(sql::STATEMENT, &types).await?;
+            let values: Vec<&(dyn ToSql + Sync)> = params.iter().map(|(v, _)| *v).collect();
+            // try_join polls in order: the clock is read first.
+            futures::try_join!(conn.query(&clock_stmt, &[]), conn.query(&stmt, &values))?
+        } else {
+            futures::try_join!(
+                conn.query_typed(sql::READ_CLOCK, &[]),
+                conn.query_typed(sql::STATEMENT, &params)
+            )?
+        };
+        let clock = clock.first().ok_or(StoreError::NotFound)?;
+        let clock = ReadClock {
+            in_recovery: clock.try_get("in_recovery")?,
+            replayed_at: clock.try_get("replayed_at")?,
+            read_at: clock.try_get("read_at")?,
+        };
+        let first = rows.first().ok_or(StoreError::NotFound)?;
+        let mut lines = Vec::with_capacity(rows.len());
+        for r in &rows {
+            // The one row of an empty page has no line.
+            let Some(created_at) = r.try_get::<_, Option<DateTime<Utc>>>("created_at")? else {
+                continue;
+            };
+            lines.push(StatementLineRow {
+                account_id: q.account,
+                created_at,
+                seq: r.try_get("seq")?,
+                amount: r.try_get("amount")?,
+                balance_after: r.try_get("balance_after")?,
+                transfer_id: r.try_get("transfer_id")?,
+                counterparty: r.try_get("counterparty")?,
+                description: r.try_get("description")?,
+            });
+        }
+        Ok(StatementRows {
+            clock,
+            opening_balance: first.try_get("opening_balance")?,
+            total_debits: first.try_get("total_debits")?,
+            total_credits: first.try_get("total_credits")?,
+            lines,
+        })
     }
 
     /// Balances of `account` as of `at`.

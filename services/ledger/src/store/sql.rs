@@ -214,3 +214,58 @@ select coalesce((select balance_after from ledger.entries
        coalesce((select sum(amount) from ledger.transfers
                   where credit_account_id = $1 and id < $3 and created_at <= $2
                     and (status = 'pending' or updated_at > $2)), 0)::bigint as pending_credits";
+
+/// The reading server's clock and replay position, sent on a reporting connection just
+/// before a report's query: everything the replica had replayed by then (commit time
+/// `replayed_at`) is in the report, which is how fresh the report says it is.
+/// `replayed_at` is NULL on a primary, or on a standby that has replayed nothing yet.
+pub const READ_CLOCK: &str = "
+select pg_is_in_recovery() as in_recovery,
+       pg_last_xact_replay_timestamp() as replayed_at,
+       clock_timestamp() as read_at";
+
+/// A statement of account `$1` for the period [`$2`, `$3`), in one statement so that
+/// balances, totals and lines come from one snapshot (also on a hot standby):
+/// - the opening balance: balance_after of the last entry before `$2` (0 if none), one
+///   backward probe of `entries_pkey`;
+/// - the totals over the whole period (a range scan of `entries_pkey`), as numeric so
+///   they cannot overflow here; NULL when one does not fit a bigint;
+/// - one page of lines, oldest first, after the cursor (`$4`, `$5`): (`$2`, min bigint)
+///   on the first page; `$6` is the limit. The lower bound `created_at >= $4` prunes the
+///   partitions before the cursor; the end of the period is written as a row comparison
+///   (`(created_at, seq) < ($3, min bigint)`, i.e. `created_at < $3`) so the planner
+///   does not pair it with the lower bound into a tiny range estimate, which makes the
+///   cached generic plan sort the whole period instead of reading the first rows of
+///   the index in order;
+/// - per line, the counterparty and the description from the transfer (one primary key
+///   probe each, pruned to its partition at run time).
+///
+/// With no line on the page it returns one row whose line columns are NULL.
+pub const STATEMENT: &str = "
+select s.opening_balance,
+       case when s.debits <= 9223372036854775807 then s.debits::bigint end as total_debits,
+       case when s.credits <= 9223372036854775807 then s.credits::bigint end as total_credits,
+       l.created_at, l.seq, l.amount, l.balance_after, l.transfer_id, l.counterparty,
+       l.description
+  from (select coalesce((select balance_after from ledger.entries
+                          where account_id = $1 and created_at < $2
+                          order by created_at desc, seq desc
+                          limit 1), 0)::bigint as opening_balance,
+               -coalesce(sum(amount) filter (where amount < 0), 0) as debits,
+               coalesce(sum(amount) filter (where amount > 0), 0) as credits
+          from ledger.entries
+         where account_id = $1 and created_at >= $2 and created_at < $3) s
+  left join lateral (
+        select e.created_at, e.seq, e.amount, e.balance_after, e.transfer_id,
+               case when t.debit_account_id = e.account_id then t.credit_account_id
+                    else t.debit_account_id end as counterparty,
+               t.metadata ->> 'description' as description
+          from (select * from ledger.entries
+                 where account_id = $1
+                   and created_at >= $4
+                   and (created_at, seq) > ($4, $5)
+                   and (created_at, seq) < ($3, (-9223372036854775807 - 1)::bigint)
+                 order by created_at, seq
+                 limit $6) e
+          left join ledger.transfers t on t.id = e.transfer_id) l on true
+ order by l.created_at, l.seq";

@@ -213,3 +213,49 @@ pub async fn assert_invariants(db: &TestDb) {
         assert_eq!(violations, 0, "invariant {name} violated: {sample:?}");
     }
 }
+
+/// A reporting client acting as one principal.
+pub type Reporting = ferrobank_proto::reporting::reporting_service_client::ReportingServiceClient<
+    InterceptedService<Channel, As>,
+>;
+
+impl TestLedger {
+    /// A fresh database, once the stack's streaming replica has it (reporting reads go
+    /// there), and the service serving it with the given reporting fallback.
+    pub async fn spawn_with_replica(fallback: ferrobank_config::ReportingFallback) -> Self {
+        let env = ferrobank_testkit::env().await;
+        assert!(env.has_replica(), "the test stack has no replica");
+        let mut db = TestDb::new("ledger", ferrobank_ledger::migrations)
+            .await
+            .expect("test database");
+        env.wait_for_replica().await.expect("replica caught up");
+        db.settings.reporting_fallback = fallback;
+        let ledger = ferrobank_ledger::Ledger::new(&db.settings, Arc::new(DevHeaderAuthenticator))
+            .expect("ledger state");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(ledger.serve(listener, async move {
+            let _ = stopped.await;
+        }));
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        Self {
+            db,
+            channel,
+            _stop: stop,
+        }
+    }
+
+    /// A reporting client acting as `role` with user id `user`.
+    pub fn reporting(&self, role: &str, user: Uuid) -> Reporting {
+        let value = format!("{role}:{user}").parse().unwrap();
+        ferrobank_proto::reporting::reporting_service_client::ReportingServiceClient::with_interceptor(
+            self.channel.clone(),
+            As(value),
+        )
+    }
+}
