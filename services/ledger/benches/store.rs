@@ -1,5 +1,6 @@
 //! Store-layer benchmarks against a real Postgres (the stack `scripts/test.sh` starts,
-//! via DATABASE_URL and REDIS_URL): one transfer, a batch of 100, one history page.
+//! via DATABASE_URL and REDIS_URL): one transfer, a batch of 100, one history page, one
+//! statement page.
 //! Each run copies the migrated template into a fresh database. Without DATABASE_URL
 //! the benchmarks are skipped with a message.
 //!
@@ -14,12 +15,19 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use ferrobank_db::Db;
-use store::{EntryQuery, NewTransfer, Store};
+use store::{EntryQuery, NewTransfer, StatementQuery, Store};
 use uuid::Uuid;
+
+/// Entries on the statement bench's account.
+const STATEMENT_ENTRIES: usize = 3_000;
 
 struct Fixture {
     store: Store,
+    pool: ferrobank_db::Pool,
     accounts: Vec<Uuid>,
+    /// An account with [`STATEMENT_ENTRIES`] entries, all after `statement_from`.
+    statement_account: Uuid,
+    statement_from: chrono::DateTime<chrono::Utc>,
     _db: ferrobank_testkit::TestDb,
 }
 
@@ -44,7 +52,7 @@ async fn fixture() -> Fixture {
         .await
         .expect("bench database");
     let pool = ferrobank_db::build_pool(&db.settings.primary).expect("pool");
-    let store = Store::new(Db::new(pool, true));
+    let store = Store::new(Db::new(pool.clone(), true));
     let vault = store
         .system_accounts()
         .await
@@ -66,9 +74,40 @@ async fn fixture() -> Fixture {
             .expect("fund");
         accounts.push(id);
     }
+    // The statement account: funded, then STATEMENT_ENTRIES - 1 transfers to and from a
+    // partner in batches of 100 (a few thousand entries in the period).
+    let statement_from = chrono::Utc::now() - chrono::Duration::minutes(1);
+    let (statement_account, partner) = (Uuid::now_v7(), Uuid::now_v7());
+    for id in [statement_account, partner] {
+        store
+            .open_account(Uuid::new_v4(), id, Uuid::now_v7(), "USD", 0, Uuid::nil())
+            .await
+            .expect("open");
+        store
+            .create_transfer(&member(vault, id, 1_000_000_000))
+            .await
+            .expect("fund");
+    }
+    let mut made = 1;
+    while made < STATEMENT_ENTRIES {
+        let batch: Vec<NewTransfer> = (0..100.min(STATEMENT_ENTRIES - made))
+            .map(|j| match j % 2 {
+                0 => member(statement_account, partner, 7),
+                _ => member(partner, statement_account, 5),
+            })
+            .collect();
+        made += batch.len();
+        store
+            .create_transfers(false, &batch)
+            .await
+            .expect("statement history");
+    }
     Fixture {
         store,
+        pool,
         accounts,
+        statement_account,
+        statement_from,
         _db: db,
     }
 }
@@ -121,6 +160,28 @@ fn benches(c: &mut Criterion) {
                 limit: 51,
             };
             async move { black_box(store.list_entries(&q).await.expect("entries")) }
+        })
+    });
+
+    // GetStatement's query: opening balance, totals over all STATEMENT_ENTRIES entries
+    // of the period and the first page of 50 lines, on a pooled connection (the
+    // primary here; the service runs the same statement on the replica).
+    let statement = StatementQuery {
+        account: f.statement_account,
+        start: f.statement_from,
+        end: chrono::Utc::now() + chrono::Duration::minutes(1),
+        after: (f.statement_from, i64::MIN),
+        limit: 51,
+    };
+    group.bench_function("statement_page_50_of_3000", |b| {
+        b.to_async(&rt).iter(|| {
+            let (pool, q) = (&f.pool, &statement);
+            async move {
+                let conn = pool.get().await.expect("connection");
+                let page = Store::statement(&conn, true, q).await.expect("statement");
+                assert_eq!(page.lines.len(), 51);
+                black_box(page)
+            }
         })
     });
     group.finish();
