@@ -10,7 +10,8 @@
 #   scripts/stack.sh psql DIR [DB] [PSQL-ARGS...]
 #
 # Ports: primary N (default 54320), replica N+1, Redis N+2, N+3 reserved for PgBouncer.
-# --fast (throwaway test stacks): fsync, synchronous_commit and full_page_writes off.
+# --fast (throwaway test stacks): fsync, synchronous_commit and full_page_writes off,
+# WAL writer every 10 ms.
 # The base port and --fast are fixed when DIR is first created (kept in DIR/stack.conf).
 # As root, Postgres runs as the OS user `postgres` if it exists, else `ferrobank-pg`
 # (created on demand); FERROBANK_PG_OS_USER overrides that when DIR is created.
@@ -391,6 +392,10 @@ write_common_conf() { # DATADIR
             echo "fsync = off"
             echo "synchronous_commit = off"
             echo "full_page_writes = off"
+            # With commits not flushed, WAL reaches the replica when the WAL writer
+            # flushes it: every 10 ms, not the default 200 ms, so read-your-writes
+            # tests see the replica catch up promptly.
+            echo "wal_writer_delay = 10ms"
         fi
     } >"$f.tmp"
     mv -f "$f.tmp" "$f"
