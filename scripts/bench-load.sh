@@ -25,7 +25,8 @@
 # (default 3), BENCH_RATE (scenario d, default 1000), BENCH_SCENARIOS (default
 # "a b c d"), BENCH_DIRECT=1 (send the measured calls straight to the ledger's port,
 # bypassing the gateway; setup still goes through it), BENCH_READ_RATE_PER_MIN (the
-# gateway's read limit, default far above any run; 0 = off), BENCH_OUT (default
+# gateway's read limit, default far above any run; 0 = off), BENCH_G_CLIENTS (scenario
+# g's client counts, default "1 64"), BENCH_OUT (default
 # benches/results), BENCH_TAG (file name prefix, default the UTC time). Any other
 # ferrobank setting in the environment (e.g. LEDGER_BATCH_WINDOW_US=0) reaches
 # `ferrobank all`.
@@ -145,7 +146,7 @@ for s in $SCENARIOS; do
         e) scenario e-batch-own --clients 8 --keys own --mix batch=100 --batch-size 100 ;;
         l) scenario l-latency --clients 1 --keys uniform --mix single=100 ;;
         g)
-            for c in 1 64; do
+            for c in ${BENCH_G_CLIENTS:-1 64}; do
                 scenario g-read-c$c-gateway --clients $c --keys uniform --mix read=100
                 scenario g-read-c$c-direct --clients $c --keys uniform --mix read=100 \
                     --workload-target "http://$FERROBANK_LEDGER_ADDR"

@@ -38,3 +38,6 @@ call -H "authorization: Bearer $ALICE" -d "{\"request_id\":\"$(rid)\",\"transfer
 # 5. The journal and the balance.
 call -H "authorization: Bearer $ALICE" -d "{\"account_id\":\"$A1\"}" $GW/ferrobank.ledger.v1.LedgerService/ListEntries
 call -H "authorization: Bearer $ALICE" -d "{\"account_id\":\"$A1\"}" $GW/ferrobank.ledger.v1.LedgerService/GetBalance
+# 6. A statement from the reporting replica: opening and closing balances, totals and
+# each entry with its running balance (start_time is required; end_time unset = now).
+call -H "authorization: Bearer $ALICE" -d "{\"account_id\":\"$A1\",\"start_time\":\"2020-01-01T00:00:00Z\"}" $GW/ferrobank.reporting.v1.ReportingService/GetStatement
