@@ -93,11 +93,42 @@ impl Principal {
 pub type PendingCheck =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Status>> + Send>>;
 
+/// Put in a request's extensions by a gateway in the same process (`ferrobank all`) once
+/// the request's token has passed its revocation lookup. Extensions never cross the
+/// network, so no client can set it. The service's own lookup a moment later would ask
+/// Redis the same question, so it is skipped. It covers only the exact `authorization`
+/// value it was made for; the service still verifies that token's signature, claims
+/// and expiry itself.
+#[derive(Clone, Debug)]
+pub struct RevocationChecked(pub tonic::codegen::http::HeaderValue);
+
+impl RevocationChecked {
+    /// Whether `extensions` vouch for the `authorization` value in `metadata`.
+    pub fn covers(extensions: &tonic::Extensions, metadata: &MetadataMap) -> bool {
+        match (extensions.get::<Self>(), metadata.get("authorization")) {
+            (Some(checked), Some(value)) => checked.0.as_bytes() == value.as_bytes(),
+            _ => false,
+        }
+    }
+}
+
 /// Turns request metadata into a principal, or UNAUTHENTICATED.
 #[tonic::async_trait]
 pub trait Authenticator: Send + Sync + 'static {
     /// Authenticates one request.
     async fn authenticate(&self, metadata: &MetadataMap) -> Result<Principal, Status>;
+
+    /// [`Authenticator::authenticate`] for a request whose extensions may hold a
+    /// [`RevocationChecked`] from a gateway in the same process. The default ignores
+    /// them.
+    async fn authenticate_request(
+        &self,
+        metadata: &MetadataMap,
+        extensions: &tonic::Extensions,
+    ) -> Result<Principal, Status> {
+        let _ = extensions;
+        self.authenticate(metadata).await
+    }
 
     /// [`Authenticator::authenticate`] in two steps, for a caller that overlaps the
     /// round trip with other work: the local checks (signature, claims, expiry) now,

@@ -145,6 +145,21 @@ impl JwtAuthenticator {
         self.verify_token(Self::bearer(metadata)?).await
     }
 
+    /// [`JwtAuthenticator::verify_metadata`], skipping the revocation lookup when a
+    /// gateway in this process already made it for this exact token
+    /// ([`crate::RevocationChecked`]).
+    pub async fn verify_request(
+        &self,
+        metadata: &MetadataMap,
+        extensions: &tonic::Extensions,
+    ) -> Result<Verified, Status> {
+        let verified = self.verify_signed(Self::bearer(metadata)?).await?;
+        if !crate::RevocationChecked::covers(extensions, metadata) {
+            self.revocation_check(&verified).await?;
+        }
+        Ok(verified)
+    }
+
     /// Verifies one token: signature, claims, then revocation.
     pub async fn verify_token(&self, token: &str) -> Result<Verified, Status> {
         let verified = self.verify_signed(token).await?;
@@ -278,6 +293,16 @@ impl Authenticator for JwtAuthenticator {
         self.verify_metadata(metadata).await.map(|v| v.principal)
     }
 
+    async fn authenticate_request(
+        &self,
+        metadata: &MetadataMap,
+        extensions: &tonic::Extensions,
+    ) -> Result<Principal, Status> {
+        self.verify_request(metadata, extensions)
+            .await
+            .map(|v| v.principal)
+    }
+
     async fn authenticate_split(
         &self,
         metadata: &MetadataMap,
@@ -321,6 +346,54 @@ mod tests {
 
     fn verifier(keys: Arc<LocalKeys>) -> JwtAuthenticator {
         JwtAuthenticator::new(validation(), keys, None, RevocationFallback::Open)
+    }
+
+    /// A gateway's [`crate::RevocationChecked`] for the exact token skips the lookup
+    /// (here no store exists and the fallback is Closed, so any lookup refuses); one
+    /// made for another token, or none, does not; the signature is verified either way.
+    #[tokio::test]
+    async fn a_gateway_check_for_this_exact_token_skips_the_lookup() {
+        let key = PrivateKey::generate();
+        let v = JwtAuthenticator::new(
+            validation(),
+            Arc::new(LocalKeys::new(vec![key.public()])),
+            None,
+            RevocationFallback::Closed,
+        );
+        let (t, other) = (token(&key), token(&key));
+        let mut metadata = MetadataMap::new();
+        let bearer = format!("Bearer {t}");
+        metadata.insert("authorization", bearer.parse().unwrap());
+        let vouch = |value: &str| {
+            let mut extensions = tonic::Extensions::new();
+            extensions.insert(crate::RevocationChecked(value.parse().unwrap()));
+            extensions
+        };
+
+        let none = v
+            .authenticate_request(&metadata, &tonic::Extensions::new())
+            .await
+            .unwrap_err();
+        assert_eq!(none.code(), Code::Unavailable);
+        let wrong = v
+            .authenticate_request(&metadata, &vouch(&format!("Bearer {other}")))
+            .await
+            .unwrap_err();
+        assert_eq!(wrong.code(), Code::Unavailable);
+        let principal = v
+            .authenticate_request(&metadata, &vouch(&bearer))
+            .await
+            .unwrap();
+        assert_eq!(principal.role, crate::Role::Customer);
+
+        let forged = format!("Bearer {}x", &t[..t.len() - 1]);
+        let mut metadata = MetadataMap::new();
+        metadata.insert("authorization", forged.parse().unwrap());
+        let err = v
+            .authenticate_request(&metadata, &vouch(&forged))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated);
     }
 
     /// A verified token is remembered; a one-byte change to it is not served from the

@@ -44,18 +44,26 @@ pub fn over_network(channel: Channel) -> Upstream {
 ///
 /// The service sees what it would see over the network — method, path, headers
 /// (the caller's token, `traceparent`, `grpc-timeout`) and the body — and none of the
-/// gateway's own request extensions, except the client's connection info: the
-/// service learns the real client address, where over the network it would see the
-/// gateway's.
+/// gateway's own request extensions, with two exceptions:
+/// - the client's connection info: the service learns the real client address, where
+///   over the network it would see the gateway's;
+/// - [`ferrobank_auth::RevocationChecked`]: the token's revocation lookup, made by the
+///   gateway a moment ago, is not repeated.
 pub fn in_process(routes: Routes) -> Upstream {
     BoxCloneSyncService::new(tower::service_fn(move |req: Request<Body>| {
         let routes = routes.clone();
         async move {
             let (mut parts, body) = req.into_parts();
             let connection = parts.extensions.remove::<TcpConnectInfo>();
+            let checked = parts
+                .extensions
+                .remove::<ferrobank_auth::RevocationChecked>();
             parts.extensions = http::Extensions::new();
             if let Some(connection) = connection {
                 parts.extensions.insert(connection);
+            }
+            if let Some(checked) = checked {
+                parts.extensions.insert(checked);
             }
             let response = routes.oneshot(Request::from_parts(parts, body)).await;
             // Routes never fail: an unknown method is an UNIMPLEMENTED response.

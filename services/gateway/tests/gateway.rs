@@ -296,7 +296,8 @@ async fn one_trace_spans_gateway_and_service() {
 
 /// A gateway calling its upstream in process (as in `ferrobank all`) forwards what a
 /// network hop would — request id, credentials, deadline, trace context — and none of
-/// its own request state; every layer still applies (an idempotent replay does not
+/// its own request state but its revocation check of the caller's token; every layer
+/// still applies (an idempotent replay does not
 /// reach the service again), and a method the service does not have is UNIMPLEMENTED.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_process_upstream_gets_what_the_wire_would_carry() {
@@ -337,6 +338,15 @@ async fn in_process_upstream_gets_what_the_wire_would_carry() {
     assert!(header(&response, "echo-traceparent").contains(trace_id));
     assert_eq!(header(&response, "echo-gateway-state"), "");
     assert_eq!(header(&response, "x-ratelimit-limit"), "200");
+    // No token, nothing vouched; with one, the gateway's revocation check is handed on
+    // for exactly that token.
+    assert_eq!(header(&response, "echo-revocation-checked"), "");
+    let mut request = get_account(user);
+    request
+        .metadata_mut()
+        .insert("authorization", "Bearer opaque".parse().expect("ascii"));
+    let response = client.get_account(request).await.expect("call");
+    assert_eq!(header(&response, "echo-revocation-checked"), "vouched");
 
     let key = Uuid::new_v4().to_string();
     let first = client
@@ -456,9 +466,15 @@ async fn request_ids_credentials_and_unknown_services() {
     request
         .metadata_mut()
         .insert("x-request-id", "client-id-7".parse().expect("ascii"));
+    request
+        .metadata_mut()
+        .insert("authorization", "Bearer opaque".parse().expect("ascii"));
     let response = client.get_account(request).await.expect("call");
     assert_eq!(header(&response, "x-request-id"), "client-id-7");
     assert_eq!(header(&response, "echo-x-request-id"), "client-id-7");
+    assert_eq!(header(&response, "echo-authorization"), "Bearer opaque");
+    // Over the network the gateway's revocation check cannot vouch for anything.
+    assert_eq!(header(&response, "echo-revocation-checked"), "");
 
     let anonymous = client
         .get_account(ferrobank_proto::ledger::GetAccountRequest::default())

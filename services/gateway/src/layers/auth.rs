@@ -155,6 +155,12 @@ where
             match checked {
                 Ok(()) => {
                     req.extensions_mut().insert(caller);
+                    // For a service in this process: this token's revocation lookup is
+                    // done (extensions never reach a service over the network).
+                    if let Some(token) = req.headers().get(http::header::AUTHORIZATION) {
+                        let checked = ferrobank_auth::RevocationChecked(token.clone());
+                        req.extensions_mut().insert(checked);
+                    }
                     inner.call(req).await.map_err(Into::into)
                 }
                 Err(status) => Ok(refuse(status)),

@@ -55,6 +55,11 @@ impl TestLedger {
                 .metadata_mut()
                 .insert("echo-gateway-state", "leaked".parse().expect("ascii"));
         }
+        if ferrobank_auth::RevocationChecked::covers(request.extensions(), request.metadata()) {
+            response
+                .metadata_mut()
+                .insert("echo-revocation-checked", "vouched".parse().expect("ascii"));
+        }
         for name in ECHOED {
             if let Some(value) = request.metadata().get(name) {
                 let key = format!("echo-{name}");

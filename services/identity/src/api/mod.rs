@@ -36,7 +36,9 @@ impl Api {
     }
 
     async fn caller<T>(&self, request: &Request<T>) -> Result<Verified, Status> {
-        self.auth.verify_metadata(request.metadata()).await
+        self.auth
+            .verify_request(request.metadata(), request.extensions())
+            .await
     }
 
     fn client<T>(&self, request: &Request<T>) -> ClientInfo {

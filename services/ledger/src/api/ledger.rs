@@ -37,7 +37,10 @@ impl LedgerApi {
     }
 
     async fn principal<T>(&self, request: &Request<T>) -> Result<Principal, Status> {
-        self.ledger.auth.authenticate(request.metadata()).await
+        self.ledger
+            .auth
+            .authenticate_request(request.metadata(), request.extensions())
+            .await
     }
 }
 

@@ -88,7 +88,11 @@ impl ReportingService for ReportingApi {
         &self,
         request: Request<GetStatementRequest>,
     ) -> Result<Response<GetStatementResponse>, Status> {
-        let p = self.ledger.auth.authenticate(request.metadata()).await?;
+        let p = self
+            .ledger
+            .auth
+            .authenticate_request(request.metadata(), request.extensions())
+            .await?;
         let r = request.into_inner();
         let consistency_token = parse_lsn(&r.consistency_token)?.map(str::to_owned);
         let input = StatementInput {
@@ -136,7 +140,10 @@ impl ReportingService for ReportingApi {
     ) -> Result<Response<GetReportingStatusResponse>, Status> {
         // Any authenticated caller may ask where reports come from; reports themselves
         // (with their issue) check ownership per account.
-        self.ledger.auth.authenticate(request.metadata()).await?;
+        self.ledger
+            .auth
+            .authenticate_request(request.metadata(), request.extensions())
+            .await?;
         let token = parse_lsn(&request.get_ref().consistency_token)?;
         let fallback = self.ledger.reporting.fallback() == ReportingFallback::Primary;
 
