@@ -118,6 +118,13 @@ pub trait Authenticator: Send + Sync + 'static {
     /// Authenticates one request.
     async fn authenticate(&self, metadata: &MetadataMap) -> Result<Principal, Status>;
 
+    /// Whether [`Authenticator::authenticate_split`]'s pending check is a token
+    /// revocation lookup, so that a gateway may vouch for it with
+    /// [`RevocationChecked`]. False unless an implementation says otherwise.
+    fn checks_revocation(&self) -> bool {
+        false
+    }
+
     /// [`Authenticator::authenticate`] for a request whose extensions may hold a
     /// [`RevocationChecked`] from a gateway in the same process. The default ignores
     /// them.

@@ -293,6 +293,10 @@ impl Authenticator for JwtAuthenticator {
         self.verify_metadata(metadata).await.map(|v| v.principal)
     }
 
+    fn checks_revocation(&self) -> bool {
+        true
+    }
+
     async fn authenticate_request(
         &self,
         metadata: &MetadataMap,

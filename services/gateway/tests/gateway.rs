@@ -294,6 +294,26 @@ async fn one_trace_spans_gateway_and_service() {
     );
 }
 
+/// The dev-header authenticator, claiming its (empty) pending check is a revocation
+/// lookup, as `JwtAuthenticator` does.
+struct RevocationCheckingDev;
+
+#[tonic::async_trait]
+impl ferrobank_auth::Authenticator for RevocationCheckingDev {
+    async fn authenticate(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+    ) -> Result<ferrobank_auth::Principal, tonic::Status> {
+        ferrobank_auth::DevHeaderAuthenticator
+            .authenticate(metadata)
+            .await
+    }
+
+    fn checks_revocation(&self) -> bool {
+        true
+    }
+}
+
 /// A gateway calling its upstream in process (as in `ferrobank all`) forwards what a
 /// network hop would — request id, credentials, deadline, trace context — and none of
 /// its own request state but its revocation check of the caller's token; every layer
@@ -303,6 +323,7 @@ async fn one_trace_spans_gateway_and_service() {
 async fn in_process_upstream_gets_what_the_wire_would_carry() {
     let upstream = Upstream::start().await;
     let mut cfg = config(upstream.addr).await;
+    cfg.auth = std::sync::Arc::new(RevocationCheckingDev);
     let routes = upstream.routes();
     cfg.in_process = Some(ferrobank_gateway::InProcess {
         identity: routes.clone(),
@@ -314,6 +335,11 @@ async fn in_process_upstream_gets_what_the_wire_would_carry() {
     cfg.ledger = vec![nowhere.clone()];
     cfg.identity = vec![nowhere.clone()];
     cfg.payments = vec![nowhere];
+    let unchecked = Gateway::start(ferrobank_gateway::GatewayConfig {
+        auth: std::sync::Arc::new(ferrobank_auth::DevHeaderAuthenticator),
+        ..cfg.clone()
+    })
+    .await;
     let gateway = Gateway::start(cfg).await;
     let mut client = gateway.ledger().await;
     let user = Uuid::new_v4();
@@ -341,12 +367,23 @@ async fn in_process_upstream_gets_what_the_wire_would_carry() {
     // No token, nothing vouched; with one, the gateway's revocation check is handed on
     // for exactly that token.
     assert_eq!(header(&response, "echo-revocation-checked"), "");
-    let mut request = get_account(user);
-    request
-        .metadata_mut()
-        .insert("authorization", "Bearer opaque".parse().expect("ascii"));
-    let response = client.get_account(request).await.expect("call");
+    let with_token = || {
+        let mut request = get_account(user);
+        request
+            .metadata_mut()
+            .insert("authorization", "Bearer opaque".parse().expect("ascii"));
+        request
+    };
+    let response = client.get_account(with_token()).await.expect("call");
     assert_eq!(header(&response, "echo-revocation-checked"), "vouched");
+    // An authenticator that makes no revocation lookup vouches for nothing.
+    let response = unchecked
+        .ledger()
+        .await
+        .get_account(with_token())
+        .await
+        .expect("call");
+    assert_eq!(header(&response, "echo-revocation-checked"), "");
 
     let key = Uuid::new_v4().to_string();
     let first = client

@@ -157,7 +157,8 @@ where
                     req.extensions_mut().insert(caller);
                     // For a service in this process: this token's revocation lookup is
                     // done (extensions never reach a service over the network).
-                    if let Some(token) = req.headers().get(http::header::AUTHORIZATION) {
+                    let token = req.headers().get(http::header::AUTHORIZATION);
+                    if let Some(token) = token.filter(|_| authenticator.checks_revocation()) {
                         let checked = ferrobank_auth::RevocationChecked(token.clone());
                         req.extensions_mut().insert(checked);
                     }
