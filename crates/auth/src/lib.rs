@@ -88,10 +88,28 @@ impl Principal {
     }
 }
 
-/// The part of an authentication that needs a round trip (the revocation lookup),
-/// still to be awaited: see [`Authenticator::authenticate_split`].
-pub type PendingCheck =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Status>> + Send>>;
+/// The part of an authentication that needs a round trip, not made yet: see
+/// [`Authenticator::authenticate_split`].
+pub enum PendingCheck {
+    /// Nothing is left to check.
+    Done,
+    /// A token revocation lookup. Once it passed, a gateway may vouch for it with
+    /// [`RevocationChecked`].
+    Revocation(revocation::RevocationLookup),
+    /// Any other check.
+    Other(std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Status>> + Send>>),
+}
+
+impl PendingCheck {
+    /// Makes the check.
+    pub async fn run(self) -> Result<(), Status> {
+        match self {
+            PendingCheck::Done => Ok(()),
+            PendingCheck::Revocation(lookup) => lookup.run().await,
+            PendingCheck::Other(check) => check.await,
+        }
+    }
+}
 
 /// Put in a request's extensions by a gateway in the same process (`ferrobank all`) once
 /// the request's token has passed its revocation lookup. Extensions never cross the
@@ -118,13 +136,6 @@ pub trait Authenticator: Send + Sync + 'static {
     /// Authenticates one request.
     async fn authenticate(&self, metadata: &MetadataMap) -> Result<Principal, Status>;
 
-    /// Whether [`Authenticator::authenticate_split`]'s pending check is a token
-    /// revocation lookup, so that a gateway may vouch for it with
-    /// [`RevocationChecked`]. False unless an implementation says otherwise.
-    fn checks_revocation(&self) -> bool {
-        false
-    }
-
     /// [`Authenticator::authenticate`] for a request whose extensions may hold a
     /// [`RevocationChecked`] from a gateway in the same process. The default ignores
     /// them.
@@ -148,7 +159,7 @@ pub trait Authenticator: Send + Sync + 'static {
         metadata: &MetadataMap,
     ) -> Result<(Principal, PendingCheck), Status> {
         let principal = self.authenticate(metadata).await?;
-        Ok((principal, Box::pin(std::future::ready(Ok(())))))
+        Ok((principal, PendingCheck::Done))
     }
 }
 

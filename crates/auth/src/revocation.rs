@@ -8,8 +8,11 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use ferrobank_config::RedisUrl;
+use ferrobank_config::{RedisUrl, RevocationFallback};
+use ferrobank_proto::common::ErrorReason;
+use ferrobank_proto::status;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tonic::{Code, Status};
 use uuid::Uuid;
 
 /// Redis could not be asked (down, timed out, not configured).
@@ -116,6 +119,13 @@ impl Revocations {
         self.bounded(pipe.query_async::<()>(&mut conn)).await
     }
 
+    /// The keys whose existence means the token `jti` or its session `sid` was revoked.
+    fn keys(&self, jti: Uuid, sid: Option<Uuid>) -> Vec<String> {
+        let mut keys = vec![self.jti_key(jti)];
+        keys.extend(sid.map(|sid| self.sid_key(sid)));
+        keys
+    }
+
     /// Whether the token `jti` or its session `sid` was revoked.
     pub async fn is_revoked(
         &self,
@@ -123,12 +133,76 @@ impl Revocations {
         sid: Option<Uuid>,
     ) -> Result<bool, RevocationUnavailable> {
         let mut cmd = redis::cmd("EXISTS");
-        cmd.arg(self.jti_key(jti));
-        if let Some(sid) = sid {
-            cmd.arg(self.sid_key(sid));
-        }
+        cmd.arg(self.keys(jti, sid));
         let mut conn = self.conn.clone();
         let n: i64 = self.bounded(cmd.query_async(&mut conn)).await?;
         Ok(n > 0)
+    }
+}
+
+/// One verified token's revocation lookup, not made yet: a gateway makes it together
+/// with its rate-limit decision, a service when it authenticates.
+pub struct RevocationLookup {
+    store: Option<Revocations>,
+    jti: Uuid,
+    sid: Option<Uuid>,
+    fallback: RevocationFallback,
+}
+
+impl RevocationLookup {
+    /// The lookup of token `jti` of session `sid` in `store` (`None`: no store, so
+    /// `fallback` decides).
+    pub fn new(
+        store: Option<Revocations>,
+        jti: Uuid,
+        sid: Option<Uuid>,
+        fallback: RevocationFallback,
+    ) -> Self {
+        Self {
+            store,
+            jti,
+            sid,
+            fallback,
+        }
+    }
+
+    /// Makes the lookup.
+    pub async fn run(self) -> Result<(), Status> {
+        let revoked = match &self.store {
+            Some(store) => store.is_revoked(self.jti, self.sid).await.map_err(|e| e.0),
+            None => Err("no revocation store configured".to_owned()),
+        };
+        self.settle(revoked)
+    }
+
+    /// Decides from the lookup's answer: whether any key existed, or why Redis could
+    /// not be asked (then the fallback decides).
+    fn settle(self, revoked: Result<bool, String>) -> Result<(), Status> {
+        let (jti, sid) = (self.jti, self.sid);
+        match revoked {
+            Ok(false) => Ok(()),
+            Ok(true) => {
+                tracing::info!(%jti, ?sid, "request refused: token revoked");
+                Err(status::error(
+                    Code::Unauthenticated,
+                    ErrorReason::TokenRevoked,
+                    crate::verifier::REFUSED,
+                ))
+            }
+            Err(error) => match self.fallback {
+                RevocationFallback::Closed => {
+                    tracing::warn!(%error, "revocation check failed; refusing (fail closed)");
+                    Err(status::error(
+                        Code::Unavailable,
+                        ErrorReason::Unavailable,
+                        "cannot verify credentials right now; retry later",
+                    ))
+                }
+                RevocationFallback::Open => {
+                    tracing::warn!(%error, "revocation check failed; accepting (fail open)");
+                    Ok(())
+                }
+            },
+        }
     }
 }

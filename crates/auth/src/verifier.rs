@@ -27,11 +27,11 @@ use tonic::{Code, Status};
 
 use crate::jwt::{self, TokenError, Validation, Verified};
 use crate::key_source::{DEFAULT_MIN_REFETCH, GrpcJwks, KeySource};
-use crate::revocation::Revocations;
+use crate::revocation::{RevocationLookup, Revocations};
 use crate::{Authenticator, Principal, unauthenticated};
 
 /// The generic message of every token refusal.
-const REFUSED: &str = "missing or invalid credentials";
+pub(crate) const REFUSED: &str = "missing or invalid credentials";
 
 /// Most verified tokens remembered at once (~1 KiB each).
 const VERIFIED_CACHE_CAPACITY: usize = 8192;
@@ -155,7 +155,7 @@ impl JwtAuthenticator {
     ) -> Result<Verified, Status> {
         let verified = self.verify_signed(Self::bearer(metadata)?).await?;
         if !crate::RevocationChecked::covers(extensions, metadata) {
-            self.revocation_check(&verified).await?;
+            self.revocation_check(&verified).run().await?;
         }
         Ok(verified)
     }
@@ -163,46 +163,18 @@ impl JwtAuthenticator {
     /// Verifies one token: signature, claims, then revocation.
     pub async fn verify_token(&self, token: &str) -> Result<Verified, Status> {
         let verified = self.verify_signed(token).await?;
-        self.revocation_check(&verified).await?;
+        self.revocation_check(&verified).run().await?;
         Ok(verified)
     }
 
-    /// The revocation lookup of a verified token, as a future that owns what it needs.
-    fn revocation_check(&self, verified: &Verified) -> crate::PendingCheck {
-        let (jti, sid) = (verified.jti, verified.principal.session_id);
-        let store = self.revocations.clone();
-        let fallback = self.fallback;
-        Box::pin(async move {
-            let revoked = match &store {
-                Some(store) => store.is_revoked(jti, sid).await.map_err(|e| e.0),
-                None => Err("no revocation store configured".to_owned()),
-            };
-            match revoked {
-                Ok(false) => Ok(()),
-                Ok(true) => {
-                    tracing::info!(%jti, ?sid, "request refused: token revoked");
-                    Err(status::error(
-                        Code::Unauthenticated,
-                        ErrorReason::TokenRevoked,
-                        REFUSED,
-                    ))
-                }
-                Err(error) => match fallback {
-                    RevocationFallback::Closed => {
-                        tracing::warn!(%error, "revocation check failed; refusing (fail closed)");
-                        Err(status::error(
-                            Code::Unavailable,
-                            ErrorReason::Unavailable,
-                            "cannot verify credentials right now; retry later",
-                        ))
-                    }
-                    RevocationFallback::Open => {
-                        tracing::warn!(%error, "revocation check failed; accepting (fail open)");
-                        Ok(())
-                    }
-                },
-            }
-        })
+    /// The revocation lookup of a verified token.
+    fn revocation_check(&self, verified: &Verified) -> RevocationLookup {
+        RevocationLookup::new(
+            self.revocations.clone(),
+            verified.jti,
+            verified.principal.session_id,
+            self.fallback,
+        )
     }
 
     /// The bearer token in `metadata`, or UNAUTHENTICATED.
@@ -293,10 +265,6 @@ impl Authenticator for JwtAuthenticator {
         self.verify_metadata(metadata).await.map(|v| v.principal)
     }
 
-    fn checks_revocation(&self) -> bool {
-        true
-    }
-
     async fn authenticate_request(
         &self,
         metadata: &MetadataMap,
@@ -312,7 +280,7 @@ impl Authenticator for JwtAuthenticator {
         metadata: &MetadataMap,
     ) -> Result<(Principal, crate::PendingCheck), Status> {
         let verified = self.verify_signed(Self::bearer(metadata)?).await?;
-        let check = self.revocation_check(&verified);
+        let check = crate::PendingCheck::Revocation(self.revocation_check(&verified));
         Ok((verified.principal, check))
     }
 }

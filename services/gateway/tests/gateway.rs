@@ -294,8 +294,8 @@ async fn one_trace_spans_gateway_and_service() {
     );
 }
 
-/// The dev-header authenticator, claiming its (empty) pending check is a revocation
-/// lookup, as `JwtAuthenticator` does.
+/// The dev-header authenticator with a revocation lookup, as `JwtAuthenticator` makes
+/// (no store, failing open: it always passes).
 struct RevocationCheckingDev;
 
 #[tonic::async_trait]
@@ -309,8 +309,18 @@ impl ferrobank_auth::Authenticator for RevocationCheckingDev {
             .await
     }
 
-    fn checks_revocation(&self) -> bool {
-        true
+    async fn authenticate_split(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+    ) -> Result<(ferrobank_auth::Principal, ferrobank_auth::PendingCheck), tonic::Status> {
+        let principal = self.authenticate(metadata).await?;
+        let lookup = ferrobank_auth::revocation::RevocationLookup::new(
+            None,
+            Uuid::new_v4(),
+            None,
+            ferrobank_config::RevocationFallback::Open,
+        );
+        Ok((principal, ferrobank_auth::PendingCheck::Revocation(lookup)))
     }
 }
 
@@ -427,7 +437,7 @@ impl ferrobank_auth::Authenticator for RevokedEverywhere {
         metadata: &tonic::metadata::MetadataMap,
     ) -> Result<ferrobank_auth::Principal, tonic::Status> {
         let (_, check) = self.authenticate_split(metadata).await?;
-        check.await?;
+        check.run().await?;
         unreachable!("the check always fails")
     }
 
@@ -439,7 +449,7 @@ impl ferrobank_auth::Authenticator for RevokedEverywhere {
             .authenticate(metadata)
             .await?;
         let revoked = Box::pin(async { Err(tonic::Status::unauthenticated("revoked")) });
-        Ok((principal, revoked as ferrobank_auth::PendingCheck))
+        Ok((principal, ferrobank_auth::PendingCheck::Other(revoked)))
     }
 }
 
@@ -476,6 +486,98 @@ async fn a_revoked_token_is_refused_even_though_its_rate_limit_ran_alongside() {
         .expect("within the limit");
     assert_eq!(header(&admitted, "x-ratelimit-remaining"), "1");
     assert_eq!(upstream.transfers(), 1);
+}
+
+/// A gateway verifying real tokens against a real revocation store, beside its rate
+/// limits: a live token is admitted and counted once; after its session is revoked,
+/// its calls are TOKEN_REVOKED and never reach the service (each attempt still counted
+/// once, since the decision is taken while the lookup runs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_session_is_refused_by_the_gateway_itself() {
+    use ferrobank_auth::jwt::{Claims, Validation, sign};
+    use ferrobank_auth::key_source::LocalKeys;
+    use ferrobank_auth::keys::PrivateKey;
+    use ferrobank_auth::revocation::Revocations;
+
+    let upstream = Upstream::start().await;
+    let mut cfg = config(upstream.addr).await;
+    cfg.rates[1] = Rate::new(1, 5);
+    let redis_url = cfg.redis_url.clone().expect("test Redis");
+    let revocations = Revocations::new(
+        &redis_url,
+        &ferrobank_testkit::redis_prefix(),
+        Duration::from_secs(1),
+    )
+    .expect("revocation store");
+    let key = PrivateKey::generate();
+    let validation = Validation {
+        issuer: "iss".into(),
+        audience: "aud".into(),
+        leeway_secs: 5,
+    };
+    cfg.auth = std::sync::Arc::new(ferrobank_auth::JwtAuthenticator::new(
+        validation,
+        std::sync::Arc::new(LocalKeys::new(vec![key.public()])),
+        Some(revocations.clone()),
+        ferrobank_config::RevocationFallback::Closed,
+    ));
+    let gateway = Gateway::start(cfg).await;
+    let mut client = gateway.ledger().await;
+
+    let user = Uuid::now_v7();
+    let now = ferrobank_auth::unix_now();
+    let token = |sid: Uuid| {
+        sign(
+            &Claims {
+                iss: "iss".into(),
+                aud: "aud".into(),
+                sub: user.to_string(),
+                role: "customer".into(),
+                sid: Some(sid.to_string()),
+                jti: Uuid::new_v4().to_string(),
+                iat: now,
+                nbf: Some(now),
+                exp: now + 600,
+            },
+            &key,
+        )
+    };
+    let call = |token: &str| {
+        let mut request = create_transfer(user, 5, None);
+        request
+            .metadata_mut()
+            .remove(ferrobank_auth::DEV_PRINCIPAL_HEADER);
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {token}").parse().expect("ascii"),
+        );
+        request
+    };
+    let (doomed_sid, other_sid) = (Uuid::new_v4(), Uuid::new_v4());
+    let (doomed, other) = (token(doomed_sid), token(other_sid));
+
+    let admitted = client.create_transfer(call(&doomed)).await.expect("live");
+    assert_eq!(header(&admitted, "x-ratelimit-remaining"), "4");
+    assert_eq!(upstream.transfers(), 1);
+
+    revocations
+        .revoke_sessions(&[doomed_sid], Duration::from_secs(600))
+        .await
+        .expect("revoke");
+    for _ in 0..2 {
+        let refused = client
+            .create_transfer(call(&doomed))
+            .await
+            .expect_err("revoked");
+        assert_eq!(refused.code(), Code::Unauthenticated);
+        assert_eq!(reason(&refused), "ERROR_REASON_TOKEN_REVOKED");
+    }
+    assert_eq!(upstream.transfers(), 1);
+
+    // Same caller, another session: one unit per attempt, refused ones included.
+    let admitted = client.create_transfer(call(&other)).await.expect("live");
+    assert_eq!(header(&admitted, "x-ratelimit-remaining"), "1");
+    assert_eq!(upstream.transfers(), 2);
 }
 
 /// Identity and plumbing at the door: request ids are minted or echoed and reach the

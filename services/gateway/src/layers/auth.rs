@@ -14,7 +14,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::task::{Context, Poll};
 
-use ferrobank_auth::SharedAuthenticator;
+use ferrobank_auth::{PendingCheck, SharedAuthenticator};
 use tonic::metadata::MetadataMap;
 use tonic::transport::server::TcpConnectInfo;
 use tower::{Layer, Service};
@@ -139,28 +139,31 @@ where
                 Err(status) => return Ok(refuse(status)),
             };
             let caller = Caller::User(principal.user_id);
+            // For a service in this process, once it passed: this token's revocation
+            // lookup is done (extensions never reach a service over the network).
+            let vouch = matches!(revocation, PendingCheck::Revocation(_))
+                .then(|| req.headers().get(http::header::AUTHORIZATION).cloned())
+                .flatten()
+                .map(ferrobank_auth::RevocationChecked);
             // The signature is good, so the call may be counted against the caller
             // while the revocation lookup runs; nothing below runs until it passes.
-            let prefetch = limits
-                .as_ref()
-                .and_then(|limits| limits.prefetch(caller, req.uri().path()));
-            let checked = match prefetch {
-                Some(prefetch) => {
-                    let (checked, prefetched) = tokio::join!(revocation, prefetch);
-                    req.extensions_mut().insert(prefetched);
+            let checked = match &limits {
+                Some(limits) => {
+                    let (checked, prefetched) = limits
+                        .check_and_prefetch(caller, req.uri().path(), revocation)
+                        .await;
+                    if let Some(prefetched) = prefetched {
+                        req.extensions_mut().insert(prefetched);
+                    }
                     checked
                 }
-                None => revocation.await,
+                None => revocation.run().await,
             };
             match checked {
                 Ok(()) => {
                     req.extensions_mut().insert(caller);
-                    // For a service in this process: this token's revocation lookup is
-                    // done (extensions never reach a service over the network).
-                    let token = req.headers().get(http::header::AUTHORIZATION);
-                    if let Some(token) = token.filter(|_| authenticator.checks_revocation()) {
-                        let checked = ferrobank_auth::RevocationChecked(token.clone());
-                        req.extensions_mut().insert(checked);
+                    if let Some(vouch) = vouch {
+                        req.extensions_mut().insert(vouch);
                     }
                     inner.call(req).await.map_err(Into::into)
                 }

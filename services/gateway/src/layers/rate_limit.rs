@@ -28,6 +28,8 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 use tower::{Layer, Service};
 
+use ferrobank_auth::PendingCheck;
+
 use super::auth::Caller;
 use super::{BoxError, GrpcRequest, GrpcResponse, ResponseFuture, refuse, take_ready};
 use crate::methods::{self, MethodClass};
@@ -192,24 +194,30 @@ pub(crate) struct Prefetched {
 }
 
 impl RateLimitLayer {
-    /// The decision for a call of `caller` to `path`, to be taken ahead of this layer:
-    /// authentication asks for it while its revocation lookup is in flight, so the two
-    /// Redis round trips overlap. `None` when the method is not limited. The layer
-    /// applies a prefetched decision instead of asking again.
-    pub(crate) fn prefetch(
+    /// For an authenticated call, before this layer runs: makes the token's `pending`
+    /// check (the revocation lookup) and takes the caller's decision for `path` at the
+    /// same time, so the call waits for one Redis round trip instead of two. Returns
+    /// the check's outcome and the decision this layer will apply (none when the
+    /// method is not limited).
+    ///
+    /// Folding the lookup into the rate-limit script (one command instead of two) was
+    /// measured slower at 64 clients (3,787/s against 4,226/s over three alternating
+    /// runs each), so the two commands go separately, on their own connections.
+    pub(crate) async fn check_and_prefetch(
         &self,
         caller: Caller,
         path: &str,
-    ) -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = Prefetched> + Send>>> {
+        pending: PendingCheck,
+    ) -> (Result<(), Status>, Option<Prefetched>) {
         let method = methods::lookup(path);
-        let rate = self.shared.rates[method.class.index()].filter(|_| !method.exempt)?;
-        let shared = self.shared.clone();
-        Some(Box::pin(async move {
-            Prefetched {
-                caller,
-                decision: shared.decide(caller, method.class, rate).await,
-            }
-        }))
+        let Some(rate) = self.shared.rates[method.class.index()].filter(|_| !method.exempt) else {
+            return (pending.run().await, None);
+        };
+        let (checked, decision) = tokio::join!(
+            pending.run(),
+            self.shared.decide(caller, method.class, rate)
+        );
+        (checked, Some(Prefetched { caller, decision }))
     }
 }
 
@@ -231,43 +239,53 @@ pub struct RateLimit<S> {
 }
 
 impl Shared {
+    fn bucket(redis: &RedisStore, caller: Caller, class: MethodClass) -> String {
+        format!("{}rl:{}:{caller}", redis.prefix(), class.as_str())
+    }
+
     /// `None`: Redis is down and the fallback is `closed`.
     async fn decide(&self, caller: Caller, class: MethodClass, rate: Rate) -> Option<Decision> {
         if let Some(redis) = &self.redis {
-            let key = format!("{}rl:{}:{caller}", redis.prefix(), class.as_str());
+            let key = Self::bucket(redis, caller, class);
             let result = redis
                 .run("rate_limit", |mut conn| async move {
                     GCRA.key(key)
                         .arg(rate.interval_us())
                         .arg(rate.burst)
-                        .invoke_async::<(u64, u64, u64, u64)>(&mut conn)
+                        .invoke_async::<(i64, u64, u64, u64)>(&mut conn)
                         .await
                 })
                 .await;
-            match result {
-                Ok((allowed, remaining, retry_after_us, reset_us)) => {
-                    return Some(Decision {
-                        allowed: allowed == 1,
-                        remaining,
-                        retry_after_us,
-                        reset_us,
-                    });
-                }
-                Err(_) => match self.fallback {
-                    RedisFallback::Local => {}
-                    RedisFallback::Open => {
-                        return Some(Decision {
-                            allowed: true,
-                            remaining: u64::from(rate.burst),
-                            retry_after_us: 0,
-                            reset_us: 0,
-                        });
-                    }
-                    RedisFallback::Closed => return None,
-                },
+            if let Ok(reply) = result {
+                return Some(Decision::from_reply(reply));
             }
         }
-        Some(self.local.check(caller, class, rate))
+        self.without_redis(caller, class, rate)
+    }
+
+    /// The decision while Redis cannot be asked, per the fallback.
+    fn without_redis(&self, caller: Caller, class: MethodClass, rate: Rate) -> Option<Decision> {
+        match (&self.redis, self.fallback) {
+            (Some(_), RedisFallback::Open) => Some(Decision {
+                allowed: true,
+                remaining: u64::from(rate.burst),
+                retry_after_us: 0,
+                reset_us: 0,
+            }),
+            (Some(_), RedisFallback::Closed) => None,
+            _ => Some(self.local.check(caller, class, rate)),
+        }
+    }
+}
+
+impl Decision {
+    fn from_reply((allowed, remaining, retry_after_us, reset_us): (i64, u64, u64, u64)) -> Self {
+        Decision {
+            allowed: allowed == 1,
+            remaining,
+            retry_after_us,
+            reset_us,
+        }
     }
 }
 
