@@ -15,6 +15,30 @@ use tonic::Code;
 use tonic_types::StatusExt;
 use uuid::Uuid;
 
+/// `request` as a child of span 00f067aa0ba902b7 in trace `trace_id` (W3C traceparent).
+fn with_traceparent<T>(mut request: tonic::Request<T>, trace_id: &str) -> tonic::Request<T> {
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{trace_id}-00f067aa0ba902b7-01")
+            .parse()
+            .expect("ascii"),
+    );
+    request
+}
+
+/// The upstream saw a minted request id (echoed to the client too), `user`'s
+/// credentials and the default deadline.
+fn assert_forwarded<T>(response: &tonic::Response<T>, user: Uuid) {
+    let minted = header(response, "x-request-id");
+    assert_eq!(minted.len(), 36);
+    assert_eq!(header(response, "echo-x-request-id"), minted);
+    assert_eq!(
+        header(response, "echo-x-ferrobank-dev-principal"),
+        format!("customer:{user}")
+    );
+    assert_eq!(header(response, "echo-grpc-timeout"), "10000m");
+}
+
 fn header<T>(response: &tonic::Response<T>, name: &str) -> String {
     response
         .metadata()
@@ -255,13 +279,7 @@ async fn one_trace_spans_gateway_and_service() {
     let gateway = Gateway::start(config(upstream.addr).await).await;
     let mut client = gateway.ledger().await;
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
-    let mut request = get_account(Uuid::new_v4());
-    request.metadata_mut().insert(
-        "traceparent",
-        format!("00-{trace_id}-00f067aa0ba902b7-01")
-            .parse()
-            .expect("ascii"),
-    );
+    let request = with_traceparent(get_account(Uuid::new_v4()), trace_id);
     let response = client.get_account(request).await.expect("call");
     let forwarded = header(&response, "echo-traceparent");
     assert!(forwarded.contains(trace_id), "{forwarded}");
@@ -355,22 +373,9 @@ async fn in_process_upstream_gets_what_the_wire_would_carry() {
     let user = Uuid::new_v4();
 
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
-    let mut request = get_account(user);
-    request.metadata_mut().insert(
-        "traceparent",
-        format!("00-{trace_id}-00f067aa0ba902b7-01")
-            .parse()
-            .expect("ascii"),
-    );
+    let request = with_traceparent(get_account(user), trace_id);
     let response = client.get_account(request).await.expect("call");
-    let minted = header(&response, "x-request-id");
-    assert_eq!(minted.len(), 36);
-    assert_eq!(header(&response, "echo-x-request-id"), minted);
-    assert_eq!(
-        header(&response, "echo-x-ferrobank-dev-principal"),
-        format!("customer:{user}")
-    );
-    assert_eq!(header(&response, "echo-grpc-timeout"), "10000m");
+    assert_forwarded(&response, user);
     assert!(header(&response, "echo-traceparent").contains(trace_id));
     assert_eq!(header(&response, "echo-gateway-state"), "");
     assert_eq!(header(&response, "x-ratelimit-limit"), "200");
@@ -592,14 +597,7 @@ async fn request_ids_credentials_and_unknown_services() {
     let user = Uuid::new_v4();
 
     let response = client.get_account(get_account(user)).await.expect("call");
-    let minted = header(&response, "x-request-id");
-    assert_eq!(minted.len(), 36);
-    assert_eq!(header(&response, "echo-x-request-id"), minted);
-    assert_eq!(
-        header(&response, "echo-x-ferrobank-dev-principal"),
-        format!("customer:{user}")
-    );
-    assert_eq!(header(&response, "echo-grpc-timeout"), "10000m");
+    assert_forwarded(&response, user);
 
     let mut request = get_account(user);
     request

@@ -76,24 +76,7 @@ impl TestLedger {
         let db = TestDb::new("ledger", ferrobank_ledger::migrations)
             .await
             .expect("test database");
-        let ledger = ferrobank_ledger::Ledger::new(&db.settings, Arc::new(DevHeaderAuthenticator))
-            .expect("ledger state");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(ledger.serve(listener, async move {
-            let _ = stopped.await;
-        }));
-        let channel = Channel::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        Self {
-            db,
-            channel,
-            _stop: stop,
-        }
+        Self::serve_on(db).await
     }
 
     /// A client acting as `role` with user id `user`.
@@ -230,6 +213,11 @@ impl TestLedger {
             .expect("test database");
         env.wait_for_replica().await.expect("replica caught up");
         db.settings.reporting_fallback = fallback;
+        Self::serve_on(db).await
+    }
+
+    /// A ledger on `db` on 127.0.0.1:0, with a channel to it.
+    async fn serve_on(db: TestDb) -> Self {
         let ledger = ferrobank_ledger::Ledger::new(&db.settings, Arc::new(DevHeaderAuthenticator))
             .expect("ledger state");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
