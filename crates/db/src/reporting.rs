@@ -19,10 +19,9 @@ use crate::{StoreError, build_pool};
 
 /// How long a read carrying a consistency token waits for the replica to replay it
 /// before it gives up on the replica. Short, because the caller is waiting; long enough
-/// for a healthy replica: WAL reaches it once flushed, at the commit or (with
-/// `synchronous_commit = off`, as in the throwaway test stacks) within one WAL writer
-/// cycle (`wal_writer_delay`, 200 ms by default), and tests measure waits of up to
-/// ~400 ms there.
+/// for a healthy replica: WAL reaches it once flushed, at the commit or, with
+/// `synchronous_commit = off`, within one WAL writer cycle (`wal_writer_delay`, 200 ms
+/// by default; the throwaway test stacks use 10 ms).
 pub const REPLAY_WAIT: Duration = Duration::from_secs(1);
 
 /// How often the replay position is polled while waiting (one cheap query each).
