@@ -2,9 +2,9 @@
 //! IP when anonymous) and method class, decided atomically in Redis by one `EVALSHA`
 //! per call. For an authenticated call the decision is taken ahead, by the auth layer
 //! while the token's revocation lookup is in flight (the two round trips overlap), and
-//! applied here. The script reads Redis's own clock (`TIME`), so replicas with skewed clocks
-//! agree, and keeps one key per caller and class holding the theoretical arrival time,
-//! expiring when the bucket is full again.
+//! applied here. The script reads Redis's own clock (`TIME`), so replicas with skewed
+//! clocks agree, and keeps one key per caller and class holding the theoretical
+//! arrival time, expiring when the bucket is full again.
 //!
 //! Every rate-limited response carries `x-ratelimit-limit` (burst),
 //! `x-ratelimit-remaining` and `x-ratelimit-reset` (seconds until the bucket is full).
@@ -20,6 +20,7 @@ use std::sync::{Arc, LazyLock, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use ferrobank_auth::PendingCheck;
 use ferrobank_config::RedisFallback;
 use ferrobank_proto::common::ErrorReason;
 use ferrobank_proto::status::{self, ERROR_DOMAIN};
@@ -27,8 +28,6 @@ use http::HeaderValue;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 use tower::{Layer, Service};
-
-use ferrobank_auth::PendingCheck;
 
 use super::auth::Caller;
 use super::{BoxError, GrpcRequest, GrpcResponse, ResponseFuture, refuse, take_ready};
@@ -62,7 +61,7 @@ impl Rate {
 /// Limits per class, indexed by [`MethodClass::index`]; `None` turns a class off.
 pub type Rates = [Option<Rate>; 3];
 
-/// GCRA in one round trip. KEYS[1]: the bucket; ARGV: interval (µs), burst.
+/// GCRA in one round trip. `KEYS[1]`: the bucket; `ARGV`: interval (µs), burst.
 /// Returns {allowed, remaining, retry_after_us, reset_us}.
 static GCRA: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
@@ -184,8 +183,8 @@ impl RateLimitLayer {
     }
 }
 
-/// A decision taken ahead for `caller` (see [`RateLimitLayer::prefetch`]), carried in
-/// the request's extensions to the rate-limit layer.
+/// A decision taken ahead for `caller` (see [`RateLimitLayer::check_and_prefetch`]),
+/// carried in the request's extensions to the rate-limit layer.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Prefetched {
     caller: Caller,
@@ -239,14 +238,10 @@ pub struct RateLimit<S> {
 }
 
 impl Shared {
-    fn bucket(redis: &RedisStore, caller: Caller, class: MethodClass) -> String {
-        format!("{}rl:{}:{caller}", redis.prefix(), class.as_str())
-    }
-
     /// `None`: Redis is down and the fallback is `closed`.
     async fn decide(&self, caller: Caller, class: MethodClass, rate: Rate) -> Option<Decision> {
         if let Some(redis) = &self.redis {
-            let key = Self::bucket(redis, caller, class);
+            let key = format!("{}rl:{}:{caller}", redis.prefix(), class.as_str());
             let result = redis
                 .run("rate_limit", |mut conn| async move {
                     GCRA.key(key)
