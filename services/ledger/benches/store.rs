@@ -47,6 +47,18 @@ fn member(debit: Uuid, credit: Uuid, amount: i64) -> NewTransfer {
     }
 }
 
+/// Opens USD account `id` and funds it with 10,000,000.00 from `vault`.
+async fn open_funded(store: &Store, vault: Uuid, id: Uuid) {
+    store
+        .open_account(Uuid::new_v4(), id, Uuid::now_v7(), "USD", 0, Uuid::nil())
+        .await
+        .expect("open");
+    store
+        .create_transfer(&member(vault, id, 1_000_000_000))
+        .await
+        .expect("fund");
+}
+
 async fn fixture() -> Fixture {
     let db = ferrobank_testkit::TestDb::new("ledger", ferrobank_ledger::migrations)
         .await
@@ -64,14 +76,7 @@ async fn fixture() -> Fixture {
     let mut accounts = Vec::new();
     for _ in 0..200 {
         let id = Uuid::now_v7();
-        store
-            .open_account(Uuid::new_v4(), id, Uuid::now_v7(), "USD", 0, Uuid::nil())
-            .await
-            .expect("open");
-        store
-            .create_transfer(&member(vault, id, 1_000_000_000))
-            .await
-            .expect("fund");
+        open_funded(&store, vault, id).await;
         accounts.push(id);
     }
     // The statement account: funded, then STATEMENT_ENTRIES - 1 transfers to and from a
@@ -79,14 +84,7 @@ async fn fixture() -> Fixture {
     let statement_from = chrono::Utc::now() - chrono::Duration::minutes(1);
     let (statement_account, partner) = (Uuid::now_v7(), Uuid::now_v7());
     for id in [statement_account, partner] {
-        store
-            .open_account(Uuid::new_v4(), id, Uuid::now_v7(), "USD", 0, Uuid::nil())
-            .await
-            .expect("open");
-        store
-            .create_transfer(&member(vault, id, 1_000_000_000))
-            .await
-            .expect("fund");
+        open_funded(&store, vault, id).await;
     }
     let mut made = 1;
     while made < STATEMENT_ENTRIES {

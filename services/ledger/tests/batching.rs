@@ -11,7 +11,7 @@ mod common;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use common::{create, reason, spec};
+use common::{create, reason, serve, spec};
 use ferrobank_auth::{DEV_PRINCIPAL_HEADER, DevHeaderAuthenticator};
 use ferrobank_config::LedgerBatchArgs;
 use ferrobank_proto::ledger::ledger_service_client::LedgerServiceClient;
@@ -31,22 +31,6 @@ struct Pair {
     direct: Channel,
     batched: Channel,
     _stops: Vec<tokio::sync::oneshot::Sender<()>>,
-}
-
-/// Serves `ledger` on 127.0.0.1:0 until the returned sender is dropped.
-async fn serve(ledger: ferrobank_ledger::Ledger) -> (Channel, tokio::sync::oneshot::Sender<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(ledger.serve(listener, async move {
-        let _ = stopped.await;
-    }));
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    (channel, stop)
 }
 
 impl Pair {

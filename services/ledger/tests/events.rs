@@ -6,6 +6,8 @@
 //! Events are produced by calling the SQL functions directly on a superuser connection,
 //! so these tests depend on nothing but the outbox and the stream.
 
+mod common;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,17 +39,7 @@ async fn start() -> Running {
         .expect("test database");
     let ledger = ferrobank_ledger::Ledger::new(&db.settings, Arc::new(DevHeaderAuthenticator))
         .expect("ledger");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(ledger.serve(listener, async move {
-        let _ = stopped.await;
-    }));
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let (channel, stop) = common::serve(ledger).await;
     let sql = db.admin().await.expect("admin connection");
     Running {
         db,

@@ -220,17 +220,7 @@ impl TestLedger {
     async fn serve_on(db: TestDb) -> Self {
         let ledger = ferrobank_ledger::Ledger::new(&db.settings, Arc::new(DevHeaderAuthenticator))
             .expect("ledger state");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(ledger.serve(listener, async move {
-            let _ = stopped.await;
-        }));
-        let channel = Channel::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
+        let (channel, stop) = serve(ledger).await;
         Self {
             db,
             channel,
@@ -246,4 +236,22 @@ impl TestLedger {
             As(value),
         )
     }
+}
+
+/// Serves `ledger` on 127.0.0.1:0 until the returned sender is dropped.
+pub async fn serve(
+    ledger: ferrobank_ledger::Ledger,
+) -> (Channel, tokio::sync::oneshot::Sender<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(ledger.serve(listener, async move {
+        let _ = stopped.await;
+    }));
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    (channel, stop)
 }
