@@ -306,6 +306,16 @@ async fn one_trace_spans_gateway_and_service() {
         .expect("a service span");
     assert_eq!(gateway_span.span_context.trace_id().to_string(), trace_id);
     assert_eq!(service_span.span_context.trace_id().to_string(), trace_id);
+    let code = gateway_span
+        .attributes
+        .iter()
+        .find(|kv| kv.key.as_str() == "rpc.grpc.status_code")
+        .map(|kv| kv.value.clone());
+    assert_eq!(
+        code,
+        Some(opentelemetry::Value::I64(0)),
+        "the gateway span carries the call's gRPC code"
+    );
     assert_eq!(
         service_span.parent_span_id,
         gateway_span.span_context.span_id()
