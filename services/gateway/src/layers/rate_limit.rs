@@ -24,7 +24,7 @@ use ferrobank_auth::PendingCheck;
 use ferrobank_config::RedisFallback;
 use ferrobank_proto::common::ErrorReason;
 use ferrobank_proto::status::{self, ERROR_DOMAIN};
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 use tower::{Layer, Service};
@@ -305,6 +305,12 @@ fn refusal(class: MethodClass, rate: Rate, retry_after: Duration) -> Status {
     )
 }
 
+// Names built at compile time: a `&str` name is parsed and checked on every insert.
+const RETRY_AFTER: HeaderName = http::header::RETRY_AFTER;
+const X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+const X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+const X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+
 fn ceil_secs(us: u64) -> u64 {
     us.div_ceil(1_000_000)
 }
@@ -357,22 +363,19 @@ where
                 let retry_after = Duration::from_micros(decision.retry_after_us);
                 let mut response = refuse(refusal(class, rate, retry_after));
                 response.headers_mut().insert(
-                    "retry-after",
+                    RETRY_AFTER,
                     HeaderValue::from(ceil_secs(decision.retry_after_us)),
                 );
                 response
             };
             let headers = response.headers_mut();
             headers.insert(
-                "x-ratelimit-limit",
+                X_RATELIMIT_LIMIT,
                 shared.limit_headers[class.index()].clone(),
             );
+            headers.insert(X_RATELIMIT_REMAINING, HeaderValue::from(decision.remaining));
             headers.insert(
-                "x-ratelimit-remaining",
-                HeaderValue::from(decision.remaining),
-            );
-            headers.insert(
-                "x-ratelimit-reset",
+                X_RATELIMIT_RESET,
                 HeaderValue::from(ceil_secs(decision.reset_us)),
             );
             Ok(response)
