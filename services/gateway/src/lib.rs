@@ -240,6 +240,7 @@ fn cors(origins: &[http::HeaderValue]) -> Option<tower_http::cors::CorsLayer> {
 pub fn stack(
     config: &GatewayConfig,
     redis: Option<Arc<RedisStore>>,
+    upstreams: proxy::Upstreams,
 ) -> ServiceBuilder<
     impl tower::Layer<
         tonic::service::Routes,
@@ -306,8 +307,11 @@ pub fn stack(
         // callers) applied before idempotency, so replays are counted and a refused
         // call never takes an idempotency lock.
         .layer(limits)
-        // Innermost: idempotency buffers only keyed mutations, right before the router.
+        // Idempotency buffers only keyed mutations, right before the upstream.
         .layer(idempotency)
+        // Innermost: calls to the platform's services go to their upstream; the
+        // gateway's own routes answer reflection, health and unknown services.
+        .layer(proxy::DispatchLayer::new(upstreams))
 }
 
 /// Serves the gateway on `listener` until `shutdown` resolves.
@@ -332,17 +336,14 @@ pub async fn serve(
     let mut builder = RoutesBuilder::default();
     ferrobank_server::add_reflection(&mut builder)?;
     let health = ferrobank_server::add_health(&mut builder);
-    let mut routes = builder.routes();
+    let routes = builder.routes();
 
-    let upstreams = [
+    let upstreams: proxy::Upstreams = Arc::new([
         ("ferrobank.identity.v1.IdentityService", identity),
         ("ferrobank.ledger.v1.LedgerService", ledger.clone()),
         ("ferrobank.payments.v1.PaymentsService", payments),
         ("ferrobank.reporting.v1.ReportingService", ledger),
-    ];
-    for (service, upstream) in &upstreams {
-        proxy::route(routes.axum_router_mut(), service, upstream.clone());
-    }
+    ]);
     let poller = upstream_health::spawn(health, upstreams.to_vec(), config.health_interval).await;
 
     let redis = match &config.redis_url {
@@ -374,7 +375,7 @@ pub async fn serve(
         .accept_http1(true)
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .layer(stack(&config, redis))
+        .layer(stack(&config, redis, upstreams))
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await

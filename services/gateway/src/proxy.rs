@@ -5,6 +5,8 @@
 //! UNAVAILABLE at once rather than a hang or an UNKNOWN.
 
 use std::convert::Infallible;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use ferrobank_proto::common::ErrorReason;
 use http::{Request, Response};
@@ -13,7 +15,9 @@ use tonic::service::Routes;
 use tonic::transport::Channel;
 use tonic::transport::server::TcpConnectInfo;
 use tower::util::BoxCloneSyncService;
-use tower::{BoxError, Service, ServiceExt};
+use tower::{BoxError, Layer, Service, ServiceExt};
+
+use crate::layers::{ResponseFuture, take_ready};
 
 /// Where one service's calls go.
 pub type Upstream = BoxCloneSyncService<Request<Body>, Response<Body>, Unreachable>;
@@ -72,15 +76,75 @@ pub fn in_process(routes: Routes) -> Upstream {
     }))
 }
 
-/// Routes every method of `service` (`/pkg.Service/*`) to `upstream`.
-pub fn route(router: &mut axum::Router, service: &str, upstream: Upstream) {
-    let path = format!("/{service}/{{*method}}");
-    let svc = tower::service_fn(move |req: Request<axum::body::Body>| {
-        let upstream = upstream.clone();
-        async move { Ok::<_, Infallible>(forward(upstream, req.map(Body::new)).await) }
-    });
-    let taken = std::mem::take(router);
-    *router = taken.route_service(&path, svc);
+/// The platform's services by name, each with its upstream.
+pub type Upstreams = Arc<[(&'static str, Upstream)]>;
+
+/// Adds [`Dispatch`].
+#[derive(Clone)]
+pub struct DispatchLayer {
+    upstreams: Upstreams,
+}
+
+impl DispatchLayer {
+    /// Sends every method of each named service (`/pkg.Service/*`) to its upstream.
+    pub fn new(upstreams: Upstreams) -> Self {
+        Self { upstreams }
+    }
+}
+
+impl<S> Layer<S> for DispatchLayer {
+    type Service = Dispatch<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Dispatch {
+            inner,
+            upstreams: self.upstreams.clone(),
+        }
+    }
+}
+
+/// The innermost step of the gateway: a call to one of the platform's services goes
+/// straight to that service's upstream, by the service name in its path; anything
+/// else (reflection, health, an unknown service) to the gateway's own routes. A call
+/// is matched with one split and a comparison against a handful of names, and its body
+/// passes through as it came, with no router or body conversion in between.
+#[derive(Clone)]
+pub struct Dispatch<S> {
+    inner: S,
+    upstreams: Upstreams,
+}
+
+impl<S> Dispatch<S> {
+    fn upstream(&self, path: &str) -> Option<&Upstream> {
+        let (service, _method) = path.strip_prefix('/')?.split_once('/')?;
+        self.upstreams
+            .iter()
+            .find(|(name, _)| *name == service)
+            .map(|(_, upstream)| upstream)
+    }
+}
+
+impl<S> Service<Request<Body>> for Dispatch<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+{
+    type Response = Response<Body>;
+    type Error = BoxError;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        if let Some(upstream) = self.upstream(req.uri().path()) {
+            let upstream = upstream.clone();
+            return Box::pin(async move { Ok(forward(upstream, req).await) });
+        }
+        let fut = take_ready(&mut self.inner).call(req);
+        Box::pin(async move { fut.await.map_err(Into::into) })
+    }
 }
 
 async fn forward(mut upstream: Upstream, req: Request<Body>) -> Response<Body> {
