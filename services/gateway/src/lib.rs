@@ -1,8 +1,9 @@
 //! The gateway: the platform's one public gRPC (and gRPC-Web) port. A tower stack —
 //! request ids, tracing, deadlines, load shedding, authentication, per-caller fairness,
-//! Redis rate limits and idempotency, built in [`stack`] — sits in front of a router
-//! that forwards each call by its service path to an upstream channel without decoding
-//! the message. It also serves reflection and health for the whole platform.
+//! Redis rate limits and idempotency, built in [`stack`] — ends in a dispatch step that
+//! forwards each call by the service name in its path to that service's upstream (a
+//! channel, or the service's routes in process) without decoding the message. It also
+//! serves reflection and health for the whole platform.
 
 pub mod layers;
 mod methods;
