@@ -39,6 +39,9 @@ pub fn lazy_redis(url: &RedisUrl, timeout: Duration) -> anyhow::Result<Connectio
 #[derive(Clone)]
 pub struct Revocations {
     conn: ConnectionManager,
+    /// Kept to recognise another user of the same Redis (see
+    /// [`RevocationLookup::command_for`]); never logged.
+    url: RedisUrl,
     prefix: String,
     timeout: Duration,
 }
@@ -58,6 +61,7 @@ impl Revocations {
         let conn = lazy_redis(url, timeout)?;
         Ok(Self {
             conn,
+            url: url.clone(),
             prefix: prefix.to_owned(),
             timeout,
         })
@@ -119,11 +123,15 @@ impl Revocations {
         self.bounded(pipe.query_async::<()>(&mut conn)).await
     }
 
-    /// The keys whose existence means the token `jti` or its session `sid` was revoked.
-    fn keys(&self, jti: Uuid, sid: Option<Uuid>) -> Vec<String> {
-        let mut keys = vec![self.jti_key(jti)];
-        keys.extend(sid.map(|sid| self.sid_key(sid)));
-        keys
+    /// `EXISTS` of the keys whose existence means the token `jti` or its session `sid`
+    /// was revoked: more than 0 means revoked.
+    fn exists(&self, jti: Uuid, sid: Option<Uuid>) -> redis::Cmd {
+        let mut cmd = redis::cmd("EXISTS");
+        cmd.arg(self.jti_key(jti));
+        if let Some(sid) = sid {
+            cmd.arg(self.sid_key(sid));
+        }
+        cmd
     }
 
     /// Whether the token `jti` or its session `sid` was revoked.
@@ -132,8 +140,7 @@ impl Revocations {
         jti: Uuid,
         sid: Option<Uuid>,
     ) -> Result<bool, RevocationUnavailable> {
-        let mut cmd = redis::cmd("EXISTS");
-        cmd.arg(self.keys(jti, sid));
+        let cmd = self.exists(jti, sid);
         let mut conn = self.conn.clone();
         let n: i64 = self.bounded(cmd.query_async(&mut conn)).await?;
         Ok(n > 0)
@@ -164,6 +171,23 @@ impl RevocationLookup {
             sid,
             fallback,
         }
+    }
+
+    /// The lookup as one Redis command, for a caller with its own connection to the
+    /// same Redis (`url`, compared in memory only) that sends it in one pipeline with
+    /// its own commands, saving a round trip; settle the answer with
+    /// [`RevocationLookup::settle_reply`]. `None` when the lookup's store is another
+    /// Redis, or there is none: then [`RevocationLookup::run`] it.
+    pub fn command_for(&self, url: &RedisUrl) -> Option<redis::Cmd> {
+        let store = self.store.as_ref()?;
+        (store.url.expose() == url.expose()).then(|| store.exists(self.jti, self.sid))
+    }
+
+    /// Decides from the answer to the command of [`RevocationLookup::command_for`]:
+    /// how many of its keys exist, or why Redis could not be asked (then the fallback
+    /// decides, as when [`RevocationLookup::run`] cannot reach Redis).
+    pub fn settle_reply(self, reply: Result<i64, String>) -> Result<(), Status> {
+        self.settle(reply.map(|n| n > 0))
     }
 
     /// Makes the lookup.

@@ -20,6 +20,8 @@ pub struct RedisDown;
 /// See the module docs.
 pub struct RedisStore {
     conn: ConnectionManager,
+    /// To recognise another user of the same Redis; never logged.
+    url: RedisUrl,
     prefix: String,
     timeout: Duration,
     epoch: Instant,
@@ -41,6 +43,7 @@ impl RedisStore {
         let conn = ferrobank_auth::revocation::lazy_redis(url, timeout)?;
         Ok(Self {
             conn,
+            url: url.clone(),
             prefix: prefix.to_owned(),
             timeout,
             epoch: Instant::now(),
@@ -53,6 +56,16 @@ impl RedisStore {
         &self.prefix
     }
 
+    /// The Redis this store talks to.
+    pub fn url(&self) -> &RedisUrl {
+        &self.url
+    }
+
+    /// Whether Redis is being skipped after a failure (the breaker is open).
+    pub fn skipping(&self) -> bool {
+        self.now_ms() < self.open_until_ms.load(Ordering::Relaxed)
+    }
+
     fn now_ms(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
@@ -63,7 +76,7 @@ impl RedisStore {
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        if self.now_ms() < self.open_until_ms.load(Ordering::Relaxed) {
+        if self.skipping() {
             return Err(RedisDown);
         }
         match tokio::time::timeout(self.timeout, f(self.conn.clone())).await {
@@ -79,7 +92,8 @@ impl RedisStore {
         }
     }
 
-    fn trip(&self, op: &'static str, error: &str) {
+    /// Counts a failed command and skips Redis for [`BREAKER_OPEN_FOR`].
+    pub fn trip(&self, op: &'static str, error: &str) {
         metrics::counter!("gateway_redis_errors_total", "op" => op).increment(1);
         let until = self.now_ms() + BREAKER_OPEN_FOR.as_millis() as u64;
         let previous = self.open_until_ms.swap(until, Ordering::Relaxed);

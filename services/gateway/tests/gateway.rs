@@ -503,23 +503,58 @@ async fn a_revoked_token_is_refused_even_though_its_rate_limit_ran_alongside() {
     assert_eq!(upstream.transfers(), 1);
 }
 
-/// A gateway verifying real tokens against a real revocation store, beside its rate
-/// limits: a live token is admitted and counted once; after its session is revoked,
+/// A gateway verifying real tokens against a real revocation store in its own Redis,
+/// beside its rate limits: the lookup and the decision go in one pipeline. A live token
+/// is admitted and counted once — also after Redis lost its scripts (as after a
+/// restart), which a pipeline does not reload by itself; after its session is revoked,
 /// its calls are TOKEN_REVOKED and never reach the service (each attempt still counted
-/// once, since the decision is taken while the lookup runs).
+/// once).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_session_is_refused_by_the_gateway_itself() {
+    let upstream = Upstream::start().await;
+    let cfg = config(upstream.addr).await;
+    let redis_url = cfg.redis_url.clone().expect("test Redis");
+    let mut redis = redis::Client::open(redis_url.expose())
+        .expect("redis url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async::<()>(&mut redis)
+        .await
+        .expect("script flush");
+    revoked_session_scenario(upstream, cfg, redis_url).await;
+}
+
+/// The same with the revocation store named by another URL (here the same server and
+/// database, spelled differently): the gateway cannot know it is its own Redis, so the
+/// lookup goes on the store's connection, alongside the decision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_session_is_refused_with_the_store_on_another_connection() {
+    let upstream = Upstream::start().await;
+    let cfg = config(upstream.addr).await;
+    let redis_url = cfg.redis_url.clone().expect("test Redis");
+    let mut other = url::Url::parse(redis_url.expose()).expect("redis url");
+    other.set_path("/0");
+    assert_ne!(other.as_str(), redis_url.expose());
+    revoked_session_scenario(upstream, cfg, other.as_str().parse().expect("redis url")).await;
+}
+
+async fn revoked_session_scenario(
+    upstream: Upstream,
+    mut cfg: ferrobank_gateway::GatewayConfig,
+    revocation_url: ferrobank_config::RedisUrl,
+) {
     use ferrobank_auth::jwt::{Claims, Validation, sign};
     use ferrobank_auth::key_source::LocalKeys;
     use ferrobank_auth::keys::PrivateKey;
     use ferrobank_auth::revocation::Revocations;
 
-    let upstream = Upstream::start().await;
-    let mut cfg = config(upstream.addr).await;
     cfg.rates[1] = Rate::new(1, 5);
-    let redis_url = cfg.redis_url.clone().expect("test Redis");
+    let prefix = cfg.redis_prefix.clone();
     let revocations = Revocations::new(
-        &redis_url,
+        &revocation_url,
         &ferrobank_testkit::redis_prefix(),
         Duration::from_secs(1),
     )
@@ -574,6 +609,19 @@ async fn a_revoked_session_is_refused_by_the_gateway_itself() {
     let admitted = client.create_transfer(call(&doomed)).await.expect("live");
     assert_eq!(header(&admitted, "x-ratelimit-remaining"), "4");
     assert_eq!(upstream.transfers(), 1);
+    // Counted in Redis, not by the in-process fallback.
+    let bucket = format!("{prefix}rl:write:u:{user}");
+    let mut redis = redis::Client::open(revocation_url.expose())
+        .expect("redis url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let counted: bool = redis::cmd("EXISTS")
+        .arg(&bucket)
+        .query_async(&mut redis)
+        .await
+        .expect("exists");
+    assert!(counted, "no Redis bucket {bucket}");
 
     revocations
         .revoke_sessions(&[doomed_sid], Duration::from_secs(600))

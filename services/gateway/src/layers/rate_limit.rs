@@ -1,10 +1,12 @@
 //! Rate limits shared by every gateway replica: GCRA per caller (principal, or client
 //! IP when anonymous) and method class, decided atomically in Redis by one `EVALSHA`
 //! per call. For an authenticated call the decision is taken ahead, by the auth layer
-//! while the token's revocation lookup is in flight (the two round trips overlap), and
-//! applied here. The script reads Redis's own clock (`TIME`), so replicas with skewed
-//! clocks agree, and keeps one key per caller and class holding the theoretical
-//! arrival time, expiring when the bucket is full again.
+//! together with the token's revocation lookup, and applied here: when the lookup's
+//! store is the gateway's own Redis the `EXISTS` and the `EVALSHA` go in one pipeline
+//! (one write, one read, one wake-up), else the two round trips overlap. The script
+//! reads Redis's own clock (`TIME`), so replicas with skewed clocks agree, and keeps
+//! one key per caller and class holding the theoretical arrival time, expiring when
+//! the bucket is full again.
 //!
 //! Every rate-limited response carries `x-ratelimit-limit` (burst),
 //! `x-ratelimit-remaining` and `x-ratelimit-reset` (seconds until the bucket is full).
@@ -21,6 +23,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use ferrobank_auth::PendingCheck;
+use ferrobank_auth::revocation::RevocationLookup;
 use ferrobank_config::RedisFallback;
 use ferrobank_proto::common::ErrorReason;
 use ferrobank_proto::status::{self, ERROR_DOMAIN};
@@ -32,7 +35,8 @@ use tower::{Layer, Service};
 use super::auth::Caller;
 use super::{BoxError, GrpcRequest, GrpcResponse, ResponseFuture, refuse, take_ready};
 use crate::methods::{self, MethodClass};
-use crate::redis_store::RedisStore;
+use crate::redis_store::{RedisDown, RedisStore};
+use redis::RedisResult;
 
 /// One class's limit: a sustained rate and a burst.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -201,7 +205,8 @@ impl RateLimitLayer {
     ///
     /// Folding the lookup into the rate-limit script (one command instead of two) was
     /// measured slower at 64 clients (3,787/s against 4,226/s over three alternating
-    /// runs each), so the two commands go separately, on their own connections.
+    /// runs each): the lookup stays a native `EXISTS`, pipelined with the script when
+    /// both go to the same Redis.
     pub(crate) async fn check_and_prefetch(
         &self,
         caller: Caller,
@@ -212,10 +217,20 @@ impl RateLimitLayer {
         let Some(rate) = self.shared.rates[method.class.index()].filter(|_| !method.exempt) else {
             return (pending.run().await, None);
         };
-        let (checked, decision) = tokio::join!(
-            pending.run(),
-            self.shared.decide(caller, method.class, rate)
-        );
+        let shared = &self.shared;
+        let (checked, decision) = match (pending, shared.redis.as_deref()) {
+            (PendingCheck::Revocation(lookup), Some(redis)) if !redis.skipping() => {
+                match lookup.command_for(redis.url()) {
+                    Some(exists) => {
+                        shared
+                            .decide_with_lookup(redis, exists, lookup, caller, method.class, rate)
+                            .await
+                    }
+                    None => tokio::join!(lookup.run(), shared.decide(caller, method.class, rate)),
+                }
+            }
+            (pending, _) => tokio::join!(pending.run(), shared.decide(caller, method.class, rate)),
+        };
         (checked, Some(Prefetched { caller, decision }))
     }
 }
@@ -238,16 +253,21 @@ pub struct RateLimit<S> {
 }
 
 impl Shared {
+    /// The Redis key of `caller`'s bucket for `class`.
+    fn key(redis: &RedisStore, caller: Caller, class: MethodClass) -> String {
+        format!("{}rl:{}:{caller}", redis.prefix(), class.as_str())
+    }
+
     /// `None`: Redis is down and the fallback is `closed`.
     async fn decide(&self, caller: Caller, class: MethodClass, rate: Rate) -> Option<Decision> {
         if let Some(redis) = &self.redis {
-            let key = format!("{}rl:{}:{caller}", redis.prefix(), class.as_str());
+            let key = Self::key(redis, caller, class);
             let result = redis
                 .run("rate_limit", |mut conn| async move {
                     GCRA.key(key)
                         .arg(rate.interval_us())
                         .arg(rate.burst)
-                        .invoke_async::<(i64, u64, u64, u64)>(&mut conn)
+                        .invoke_async::<Reply>(&mut conn)
                         .await
                 })
                 .await;
@@ -256,6 +276,63 @@ impl Shared {
             }
         }
         self.without_redis(caller, class, rate)
+    }
+
+    /// The decision and a token's revocation lookup (its `exists` command, see
+    /// [`ferrobank_auth::revocation::RevocationLookup::command_for`]) in one pipeline on
+    /// `redis`. Each answer is taken on its own: a lookup that cannot be made is
+    /// settled by its fallback, a decision that cannot be taken by this layer's.
+    async fn decide_with_lookup(
+        &self,
+        redis: &RedisStore,
+        exists: redis::Cmd,
+        lookup: RevocationLookup,
+        caller: Caller,
+        class: MethodClass,
+        rate: Rate,
+    ) -> (Result<(), Status>, Option<Decision>) {
+        let key = Self::key(redis, caller, class);
+        let result = redis
+            .run("rate_limit", |mut conn| async move {
+                let mut gcra = GCRA.key(key);
+                gcra.arg(rate.interval_us()).arg(rate.burst);
+                let (found, decided): (RedisResult<i64>, RedisResult<Reply>) = redis::pipe()
+                    .ignore_errors()
+                    .add_command(exists)
+                    .invoke_script(&gcra)
+                    .query_async(&mut conn)
+                    .await?;
+                // A pipeline does not load a script Redis lacks (after a restart or
+                // SCRIPT FLUSH); invoking it alone does, once.
+                let decided = match decided {
+                    Err(err)
+                        if err.kind()
+                            == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+                    {
+                        gcra.invoke_async(&mut conn).await
+                    }
+                    other => other,
+                };
+                Ok((found, decided))
+            })
+            .await;
+        match result {
+            Ok((found, decided)) => (
+                lookup.settle_reply(found.map_err(|e| e.to_string())),
+                match decided {
+                    Ok(reply) => Some(Decision::from_reply(reply)),
+                    Err(err) => {
+                        // As when the script fails alone (see `decide`).
+                        redis.trip("rate_limit", &err.to_string());
+                        self.without_redis(caller, class, rate)
+                    }
+                },
+            ),
+            Err(RedisDown) => (
+                lookup.settle_reply(Err("redis unavailable".to_owned())),
+                self.without_redis(caller, class, rate),
+            ),
+        }
     }
 
     /// The decision while Redis cannot be asked, per the fallback.
@@ -273,8 +350,11 @@ impl Shared {
     }
 }
 
+/// The script's answer: allowed (1/0), remaining, retry after (µs), reset (µs).
+type Reply = (i64, u64, u64, u64);
+
 impl Decision {
-    fn from_reply((allowed, remaining, retry_after_us, reset_us): (i64, u64, u64, u64)) -> Self {
+    fn from_reply((allowed, remaining, retry_after_us, reset_us): Reply) -> Self {
         Decision {
             allowed: allowed == 1,
             remaining,
