@@ -26,7 +26,8 @@
 # "a b c d"), BENCH_DIRECT=1 (send the measured calls straight to the ledger's port,
 # bypassing the gateway; setup still goes through it), BENCH_READ_RATE_PER_MIN (the
 # gateway's read limit, default far above any run; 0 = off), BENCH_G_CLIENTS (scenario
-# g's client counts, default "1 64"), BENCH_OUT (default
+# g's client counts, default "1 64"), BENCH_BIN (a `ferrobank` binary to run instead
+# of this checkout's release build, e.g. an older commit's for an A/B), BENCH_OUT (default
 # benches/results), BENCH_TAG (file name prefix, default the UTC time). Any other
 # ferrobank setting in the environment (e.g. LEDGER_BATCH_WINDOW_US=0) reaches
 # `ferrobank all`.
@@ -45,7 +46,7 @@ log() { echo "bench-load: $*" >&2; }
 
 # Release builds first: they take minutes and need no stack.
 cargo build --release --locked -p ferrobank -p ferrobank-load
-BIN=$REPO/target/release/ferrobank
+BIN=${BENCH_BIN:-$REPO/target/release/ferrobank}
 LOAD=$REPO/target/release/ferrobank-load
 
 # The stack directory must be reachable by the unprivileged Postgres user.
