@@ -18,15 +18,17 @@
 #               (not in the default set)
 #   g           gateway overhead: GetBalance (a real ledger read from Postgres) at 1 and
 #               64 clients, straight to the ledger's port and through the gateway with
-#               every layer on (Redis rate limit at a limit never reached); prints the
-#               ratios (not in the default set)
+#               every layer on (Redis rate limit at a limit never reached), alternating
+#               for BENCH_G_ROUNDS rounds; prints each round's ratios and their medians
+#               (not in the default set)
 #
 # Environment: BENCH_SECONDS (measured seconds per scenario, default 20), BENCH_WARMUP
 # (default 3), BENCH_RATE (scenario d, default 1000), BENCH_SCENARIOS (default
 # "a b c d"), BENCH_DIRECT=1 (send the measured calls straight to the ledger's port,
 # bypassing the gateway; setup still goes through it), BENCH_READ_RATE_PER_MIN (the
 # gateway's read limit, default far above any run; 0 = off), BENCH_G_CLIENTS (scenario
-# g's client counts, default "1 64"), BENCH_BIN (a `ferrobank` binary to run instead
+# g's client counts, default "1 64"), BENCH_G_ROUNDS (scenario g's alternating
+# gateway/direct rounds per client count, default 3), BENCH_BIN (a `ferrobank` binary to run instead
 # of this checkout's release build, e.g. an older commit's for an A/B), BENCH_OUT (default
 # benches/results), BENCH_TAG (file name prefix, default the UTC time). Any other
 # ferrobank setting in the environment (e.g. LEDGER_BATCH_WINDOW_US=0) reaches
@@ -147,20 +149,34 @@ for s in $SCENARIOS; do
         e) scenario e-batch-own --clients 8 --keys own --mix batch=100 --batch-size 100 ;;
         l) scenario l-latency --clients 1 --keys uniform --mix single=100 ;;
         g)
+            # Gateway and direct alternate, round after round: the direct path's own
+            # throughput drifts by tens of percent from one minute to the next on a
+            # shared 2-core VM, so one run of each compares two different machines.
+            rounds=${BENCH_G_ROUNDS:-3}
             for c in ${BENCH_G_CLIENTS:-1 64}; do
-                scenario g-read-c$c-gateway --clients $c --keys uniform --mix read=100
-                scenario g-read-c$c-direct --clients $c --keys uniform --mix read=100 \
-                    --workload-target "http://$FERROBANK_LEDGER_ADDR"
-                python3 - "$OUT/$TAG-g-read-c$c-gateway.json" "$OUT/$TAG-g-read-c$c-direct.json" <<'PY' >&2
-import json, sys
-gw, direct = (json.load(open(f)) for f in sys.argv[1:3])
-g, d = gw["results"][0], direct["results"][0]
-print(f"gateway overhead, {gw['config']['clients']} clients: "
-      f"throughput {g['calls_per_sec']:.0f}/s vs direct {d['calls_per_sec']:.0f}/s "
-      f"({100 * g['calls_per_sec'] / d['calls_per_sec']:.0f}% kept, target >= 80%); "
-      f"p50 {g['latency']['p50_ms']:.3f} ms vs {d['latency']['p50_ms']:.3f} ms "
-      f"(+{100 * (g['latency']['p50_ms'] / d['latency']['p50_ms'] - 1):.0f}%, target < 15%); "
-      f"p99 {g['latency']['p99_ms']:.3f} ms vs {d['latency']['p99_ms']:.3f} ms")
+                for r in $(seq 1 "$rounds"); do
+                    scenario "g-read-c$c-r$r-gateway" --clients "$c" --keys uniform --mix read=100
+                    scenario "g-read-c$c-r$r-direct" --clients "$c" --keys uniform --mix read=100 \
+                        --workload-target "http://$FERROBANK_LEDGER_ADDR"
+                done
+                python3 - "$OUT/$TAG" "$c" "$rounds" <<'PY' >&2
+import json, statistics, sys
+prefix, clients, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
+def load(r, path):
+    return json.load(open(f"{prefix}-g-read-c{clients}-r{r}-{path}.json"))["results"][0]
+kept, added = [], []
+for r in range(1, rounds + 1):
+    g, d = load(r, "gateway"), load(r, "direct")
+    kept.append(g["calls_per_sec"] / d["calls_per_sec"])
+    added.append(g["latency"]["p50_ms"] / d["latency"]["p50_ms"] - 1)
+    print(f"gateway overhead, {clients} clients, round {r}: "
+          f"{g['calls_per_sec']:.0f}/s vs direct {d['calls_per_sec']:.0f}/s "
+          f"({100 * kept[-1]:.0f}% kept); p50 {g['latency']['p50_ms']:.3f} ms vs "
+          f"{d['latency']['p50_ms']:.3f} ms ({100 * added[-1]:+.0f}%); "
+          f"p99 {g['latency']['p99_ms']:.3f} ms vs {d['latency']['p99_ms']:.3f} ms")
+print(f"gateway overhead, {clients} clients, median of {rounds} rounds: "
+      f"{100 * statistics.median(kept):.0f}% of direct throughput kept (target >= 80%), "
+      f"{100 * statistics.median(added):+.0f}% added to p50 (target < 15%)")
 PY
             done
             ;;
