@@ -65,8 +65,21 @@ impl Db {
     }
 }
 
-/// Runs `sql` on `client` (a connection or a transaction) honouring `statement_cache`.
+/// Runs `sql` on `client` (a connection or a transaction) honouring `statement_cache`,
+/// in a span of its own for trace export ([`ferrobank_telemetry::sql_span`]).
 pub async fn query(
+    client: &Object,
+    statement_cache: bool,
+    sql: &str,
+    params: &[Param<'_>],
+) -> Result<Vec<Row>, StoreError> {
+    use tracing::Instrument;
+    run(client, statement_cache, sql, params)
+        .instrument(ferrobank_telemetry::sql_span())
+        .await
+}
+
+async fn run(
     client: &Object,
     statement_cache: bool,
     sql: &str,

@@ -39,6 +39,39 @@ pub fn add_health(routes: &mut RoutesBuilder) -> HealthReporter {
     reporter
 }
 
+/// A generated service whose every call runs in its span
+/// ([`ferrobank_telemetry::rpc_span`]), continuing the caller's trace, so one trace
+/// runs gateway → service → SQL. The span is for trace export only (see
+/// [`ferrobank_telemetry::EXPORT_TARGET`]).
+#[derive(Clone, Debug)]
+pub struct Traced<S>(S);
+
+impl<S: tonic::server::NamedService> tonic::server::NamedService for Traced<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S, B> tonic::codegen::Service<tonic::codegen::http::Request<B>> for Traced<S>
+where
+    S: tonic::codegen::Service<tonic::codegen::http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = tracing::instrument::Instrumented<S::Future>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: tonic::codegen::http::Request<B>) -> Self::Future {
+        use tracing::Instrument;
+        let span = ferrobank_telemetry::rpc_span(req.uri().path(), req.headers());
+        self.0.call(req).instrument(span)
+    }
+}
+
 /// Binds `addr` (port 0 picks a free one) and returns the listener and its address.
 pub async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<(TcpListener, SocketAddr)> {
     let listener = TcpListener::bind(addr)
@@ -156,7 +189,8 @@ impl Host {
         Ok(Self { routes, health })
     }
 
-    /// Adds a generated tonic service.
+    /// Adds a generated tonic service; each of its calls runs in its own span
+    /// ([`Traced`]).
     pub fn add<S>(&mut self, svc: S) -> &mut Self
     where
         S: tonic::codegen::Service<
@@ -170,7 +204,7 @@ impl Host {
         S::Response: axum::response::IntoResponse,
         S::Future: Send + 'static,
     {
-        self.routes.add_service(svc);
+        self.routes.add_service(Traced(svc));
         self
     }
 

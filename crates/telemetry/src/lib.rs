@@ -17,6 +17,53 @@ use tracing_subscriber::{EnvFilter, Layer};
 
 static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
 
+/// Target of spans made for trace export only: a service's span per call
+/// ([`rpc_span`]) and a SQL statement's. The log output leaves them out, so they cost
+/// little unless an OpenTelemetry exporter is configured, and a log line inside one
+/// still carries the enclosing logged span (the gateway's call, with its request id).
+pub const EXPORT_TARGET: &str = "ferrobank::export";
+
+/// W3C trace context read from HTTP headers.
+pub struct HeaderExtractor<'a>(pub &'a http::HeaderMap);
+
+impl opentelemetry::propagation::Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(http::HeaderName::as_str).collect()
+    }
+}
+
+/// The span of one call a service serves (`path` is `/package.Service/Method`): a
+/// child of the trace context in `headers` — the gateway's span, whose context the
+/// gateway sends on, or a direct client's `traceparent`.
+pub fn rpc_span(path: &str, headers: &http::HeaderMap) -> tracing::Span {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let span = tracing::info_span!(
+        target: EXPORT_TARGET,
+        "rpc",
+        otel.name = path,
+        otel.kind = "server",
+        rpc.system = "grpc",
+    );
+    let parent =
+        opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)));
+    // Errors only when no OpenTelemetry layer is installed: then nothing is exported.
+    let _ = span.set_parent(parent);
+    span
+}
+
+/// The span of one SQL statement, for trace export.
+pub fn sql_span() -> tracing::Span {
+    tracing::info_span!(
+        target: EXPORT_TARGET,
+        "sql",
+        otel.kind = "client",
+        db.system = "postgresql",
+    )
+}
+
 /// Keeps exporters alive; flushes pending spans when dropped at shutdown.
 pub struct TelemetryGuard {
     tracer_provider: Option<SdkTracerProvider>,
@@ -47,7 +94,10 @@ pub fn init(args: &TelemetryArgs) -> anyhow::Result<TelemetryGuard> {
             .with_current_span(true)
             .with_writer(std::io::stderr)
             .boxed(),
-    };
+    }
+    .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
+        !(meta.is_span() && meta.target() == EXPORT_TARGET)
+    }));
 
     let tracer_provider = match &args.otlp_endpoint {
         Some(endpoint) => {

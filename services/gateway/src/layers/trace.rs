@@ -18,9 +18,10 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use ferrobank_telemetry::HeaderExtractor;
 use http::HeaderMap;
 use http_body::{Body as HttpBody, Frame, SizeHint};
-use opentelemetry::propagation::{Extractor, Injector};
+use opentelemetry::propagation::Injector;
 use tonic::Code;
 use tonic::body::Body;
 use tower::{Layer, Service};
@@ -46,17 +47,6 @@ impl<S> Layer<S> for TraceLayer {
 #[derive(Clone, Debug)]
 pub struct Trace<S> {
     inner: S,
-}
-
-struct HeaderExtractor<'a>(&'a HeaderMap);
-
-impl Extractor for HeaderExtractor<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|v| v.to_str().ok())
-    }
-    fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(http::HeaderName::as_str).collect()
-    }
 }
 
 struct HeaderInjector<'a>(&'a mut HeaderMap);
