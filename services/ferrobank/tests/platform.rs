@@ -151,8 +151,6 @@ async fn token_scenario_through_a_gateway_calling_over_the_network() {
 }
 
 async fn token_scenario(upstreams: GatewayUpstreams) {
-    use ferrobank_proto::identity::identity_service_client::IdentityServiceClient;
-    use ferrobank_proto::identity::{CreateUserRequest, LoginRequest};
     use ferrobank_proto::ledger::OpenAccountRequest;
     use ferrobank_proto::ledger::ledger_service_client::LedgerServiceClient;
 
@@ -165,29 +163,7 @@ async fn token_scenario(upstreams: GatewayUpstreams) {
     let stop = platform.shutdown_handle();
     let running = tokio::spawn(platform.run());
 
-    let mut identity = IdentityServiceClient::new(channel.clone());
-    let user = identity
-        .create_user(CreateUserRequest {
-            request_id: uuid::Uuid::new_v4().to_string(),
-            username: "ada".into(),
-            email: "ada@example.test".into(),
-            display_name: "Ada".into(),
-            password: "correct horse battery staple".into(),
-            role: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .user
-        .unwrap();
-    let login = identity
-        .login(LoginRequest {
-            username: "ada".into(),
-            password: "correct horse battery staple".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let (user, token) = common::customer(channel.clone(), "ada").await;
 
     let open = || OpenAccountRequest {
         request_id: uuid::Uuid::new_v4().to_string(),
@@ -197,7 +173,7 @@ async fn token_scenario(upstreams: GatewayUpstreams) {
     };
     let mut ledger = LedgerServiceClient::new(channel.clone());
     let account = ledger
-        .open_account(bearer(open(), &login.access_token))
+        .open_account(bearer(open(), &token))
         .await
         .unwrap()
         .into_inner()
@@ -216,7 +192,7 @@ async fn token_scenario(upstreams: GatewayUpstreams) {
     let status = payments
         .get_payment(bearer(
             ferrobank_proto::payments::GetPaymentRequest::default(),
-            &login.access_token,
+            &token,
         ))
         .await
         .unwrap_err();
@@ -227,7 +203,7 @@ async fn token_scenario(upstreams: GatewayUpstreams) {
     grpc.ready().await.unwrap();
     let status = grpc
         .unary::<_, (), _>(
-            bearer((), &login.access_token),
+            bearer((), &token),
             "/ferrobank.nope.v1.NopeService/Call".parse().unwrap(),
             tonic_prost::ProstCodec::<(), ()>::default(),
         )
@@ -245,7 +221,7 @@ async fn token_scenario(upstreams: GatewayUpstreams) {
             ferrobank_proto::reporting::GetReportingStatusRequest {
                 consistency_token: "zz".into(),
             },
-            &login.access_token,
+            &token,
         ))
         .await
         .unwrap_err();

@@ -68,8 +68,6 @@ async fn one_trace_spans_gateway_service_and_sql() {
 /// a fresh platform reaching the services as `upstreams` says, the read as the child of
 /// span [`CLIENT_SPAN`] in `trace_id`.
 async fn get_balance_under(upstreams: GatewayUpstreams, trace_id: &str) {
-    use ferrobank_proto::identity::identity_service_client::IdentityServiceClient;
-    use ferrobank_proto::identity::{CreateUserRequest, LoginRequest};
     use ferrobank_proto::ledger::ledger_service_client::LedgerServiceClient;
     use ferrobank_proto::ledger::{GetBalanceRequest, OpenAccountRequest};
 
@@ -82,30 +80,7 @@ async fn get_balance_under(upstreams: GatewayUpstreams, trace_id: &str) {
     let stop = platform.shutdown_handle();
     let running = tokio::spawn(platform.run());
 
-    let mut identity = IdentityServiceClient::new(channel.clone());
-    let user = identity
-        .create_user(CreateUserRequest {
-            request_id: uuid::Uuid::new_v4().to_string(),
-            username: "grace".into(),
-            email: "grace@example.test".into(),
-            display_name: "Grace".into(),
-            password: "correct horse battery staple".into(),
-            role: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .user
-        .unwrap();
-    let token = identity
-        .login(LoginRequest {
-            username: "grace".into(),
-            password: "correct horse battery staple".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .access_token;
+    let (user, token) = common::customer(channel.clone(), "grace").await;
     let mut ledger = LedgerServiceClient::new(channel);
     let account = ledger
         .open_account(bearer(

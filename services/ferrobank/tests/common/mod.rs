@@ -93,3 +93,40 @@ pub fn bearer<T>(message: T, token: &str) -> tonic::Request<T> {
         .insert("authorization", format!("Bearer {token}").parse().unwrap());
     request
 }
+
+/// Signs `username` up through `channel` (the gateway) as a customer and logs in:
+/// the new user and an access token.
+pub async fn customer(
+    channel: tonic::transport::Channel,
+    username: &str,
+) -> (ferrobank_proto::identity::User, String) {
+    use ferrobank_proto::identity::identity_service_client::IdentityServiceClient;
+    use ferrobank_proto::identity::{CreateUserRequest, LoginRequest};
+
+    let password = "correct horse battery staple";
+    let mut identity = IdentityServiceClient::new(channel);
+    let user = identity
+        .create_user(CreateUserRequest {
+            request_id: uuid::Uuid::new_v4().to_string(),
+            username: username.into(),
+            email: format!("{username}@example.test"),
+            display_name: username.into(),
+            password: password.into(),
+            role: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    let token = identity
+        .login(LoginRequest {
+            username: username.into(),
+            password: password.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .access_token;
+    (user, token)
+}
