@@ -211,19 +211,24 @@ impl ReportingPool {
         let Some(replica) = &self.replica else {
             return Ok((self.primary.get().await?, DataSource::Primary));
         };
-        match replica.get().await.map_err(StoreError::from) {
+        match replica.get().await {
             Ok(conn) => Ok((conn, DataSource::Replica)),
-            Err(StoreError::Unavailable(source)) => {
+            // Whatever kept the pool from a connection — the replica down, refusing
+            // connections, or without this database (created on the primary a moment
+            // ago and not replayed yet, or a replica set up wrong) — this read cannot
+            // use the replica: the fallback decides, never an internal error.
+            Err(err) => {
                 metrics::counter!("ferrobank_reporting_replica_unavailable_total").increment(1);
                 match self.fallback {
                     ReportingFallback::Primary => {
-                        tracing::warn!(error = %source, "reporting replica unavailable, reading from primary");
+                        tracing::warn!(error = %err, "reporting replica unavailable, reading from primary");
                         Ok((self.primary.get().await?, DataSource::Primary))
                     }
-                    ReportingFallback::Unavailable => Err(StoreError::ReplicaUnavailable(source)),
+                    ReportingFallback::Unavailable => {
+                        Err(StoreError::ReplicaUnavailable(Box::new(err)))
+                    }
                 }
             }
-            Err(other) => Err(other),
         }
     }
 }
