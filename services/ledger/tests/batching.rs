@@ -44,13 +44,13 @@ impl Pair {
         let batched = ferrobank_ledger::Ledger::new(&db.settings, auth)
             .unwrap()
             .with_batching(&batch);
-        let (direct, stop_direct) = serve(direct).await;
-        let (batched, stop_batched) = serve(batched).await;
+        let direct = serve(direct).await;
+        let batched = serve(batched).await;
         Self {
             db,
-            direct,
-            batched,
-            _stops: vec![stop_direct, stop_batched],
+            direct: direct.channel,
+            batched: batched.channel,
+            _stops: vec![direct.stop, batched.stop],
         }
     }
 

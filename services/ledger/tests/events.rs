@@ -39,7 +39,7 @@ async fn start() -> Running {
         .expect("test database");
     let ledger = ferrobank_ledger::Ledger::new(&db.settings, Arc::new(DevHeaderAuthenticator))
         .expect("ledger");
-    let (channel, stop) = common::serve(ledger).await;
+    let common::Served { channel, stop, .. } = common::serve(ledger).await;
     let sql = db.admin().await.expect("admin connection");
     Running {
         db,

@@ -8,6 +8,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+mod common;
+
 use ferrobank_testkit::TestDb;
 use uuid::Uuid;
 
@@ -21,12 +23,7 @@ async fn serve(db: &TestDb) -> tokio::sync::oneshot::Sender<()> {
         Arc::new(ferrobank_auth::DevHeaderAuthenticator),
     )
     .expect("ledger");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(ledger.serve(listener, async move {
-        let _ = stopped.await;
-    }));
-    stop
+    common::serve(ledger).await.stop
 }
 
 /// Polls `check` until it returns true; fails the test after [`PATIENCE`].

@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+mod common;
+
 use ferrobank_config::ReportingFallback;
 use ferrobank_proto::reporting::reporting_service_client::ReportingServiceClient;
 use ferrobank_proto::reporting::{DataSource, GetReportingStatusRequest};
@@ -15,34 +17,15 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-struct Running {
-    channel: Channel,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-async fn serve(settings: &ferrobank_config::DatabaseSettings) -> Running {
-    let ledger = ferrobank_ledger::Ledger::new(
-        settings,
-        std::sync::Arc::new(ferrobank_auth::DevHeaderAuthenticator),
+async fn serve(settings: &ferrobank_config::DatabaseSettings) -> common::Served {
+    common::serve(
+        ferrobank_ledger::Ledger::new(
+            settings,
+            std::sync::Arc::new(ferrobank_auth::DevHeaderAuthenticator),
+        )
+        .unwrap(),
     )
-    .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(ledger.serve(listener, async move {
-        let _ = stopped.await;
-    }));
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    Running {
-        channel,
-        stop,
-        task,
-    }
+    .await
 }
 
 async fn status(

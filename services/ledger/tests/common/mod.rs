@@ -220,7 +220,7 @@ impl TestLedger {
     async fn serve_on(db: TestDb) -> Self {
         let ledger = ferrobank_ledger::Ledger::new(&db.settings, Arc::new(DevHeaderAuthenticator))
             .expect("ledger state");
-        let (channel, stop) = serve(ledger).await;
+        let Served { channel, stop, .. } = serve(ledger).await;
         Self {
             db,
             channel,
@@ -238,14 +238,22 @@ impl TestLedger {
     }
 }
 
-/// Serves `ledger` on 127.0.0.1:0 until the returned sender is dropped.
-pub async fn serve(
-    ledger: ferrobank_ledger::Ledger,
-) -> (Channel, tokio::sync::oneshot::Sender<()>) {
+/// A ledger served on 127.0.0.1:0 by [`serve`].
+pub struct Served {
+    /// A connected channel to it.
+    pub channel: Channel,
+    /// Stops it when sent to or dropped.
+    pub stop: tokio::sync::oneshot::Sender<()>,
+    /// The server, which ends once stopped.
+    pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// Serves `ledger` on 127.0.0.1:0 until [`Served::stop`] is sent to or dropped.
+pub async fn serve(ledger: ferrobank_ledger::Ledger) -> Served {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(ledger.serve(listener, async move {
+    let task = tokio::spawn(ledger.serve(listener, async move {
         let _ = stopped.await;
     }));
     let channel = Channel::from_shared(format!("http://{addr}"))
@@ -253,5 +261,9 @@ pub async fn serve(
         .connect()
         .await
         .unwrap();
-    (channel, stop)
+    Served {
+        channel,
+        stop,
+        task,
+    }
 }
