@@ -12,8 +12,10 @@
 //! by the service's own role, so tests run with production privileges.
 
 mod proxy;
+mod traces;
 
 pub use proxy::TcpProxy;
+pub use traces::export_spans_in_memory;
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};

@@ -11,26 +11,15 @@ mod common;
 
 use common::bearer;
 use ferrobank_config::GatewayUpstreams;
-use opentelemetry::trace::{SpanId, SpanKind, TracerProvider as _};
-use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
+use opentelemetry::trace::{SpanId, SpanKind};
+use opentelemetry_sdk::trace::{InMemorySpanExporter, SpanData};
 use tonic::transport::Channel;
-use tracing_subscriber::layer::SubscriberExt;
 
 const CLIENT_SPAN: &str = "00f067aa0ba902b7";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_trace_spans_gateway_service_and_sql() {
-    let exporter = InMemorySpanExporter::default();
-    let provider = SdkTracerProvider::builder()
-        .with_simple_exporter(exporter.clone())
-        .build();
-    opentelemetry::global::set_tracer_provider(provider.clone());
-    opentelemetry::global::set_text_map_propagator(
-        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
-    );
-    let subscriber = tracing_subscriber::registry()
-        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
-    tracing::subscriber::set_global_default(subscriber).expect("one subscriber per process");
+    let exporter = ferrobank_testkit::export_spans_in_memory();
 
     for (upstreams, trace_id) in [
         (

@@ -259,21 +259,7 @@ async fn redis_cut_falls_back_to_local_limits() {
 /// the client started with its `traceparent`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_trace_spans_gateway_and_service() {
-    use opentelemetry::trace::TracerProvider as _;
-    use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
-    use tracing_subscriber::layer::SubscriberExt;
-
-    let exporter = InMemorySpanExporter::default();
-    let provider = SdkTracerProvider::builder()
-        .with_simple_exporter(exporter.clone())
-        .build();
-    opentelemetry::global::set_tracer_provider(provider.clone());
-    opentelemetry::global::set_text_map_propagator(
-        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
-    );
-    let subscriber = tracing_subscriber::registry()
-        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("gateway")));
-    tracing::subscriber::set_global_default(subscriber).expect("one subscriber per test process");
+    let exporter = ferrobank_testkit::export_spans_in_memory();
 
     let upstream = Upstream::start().await;
     let gateway = Gateway::start(config(upstream.addr).await).await;
