@@ -51,7 +51,6 @@ const TELLTALES: [&str; 8] = [
 /// Must match `IdentityConfig::with_keys`.
 const ISSUER: &str = "ferrobank-identity";
 const AUDIENCE: &str = "ferrobank";
-const PASSWORD: &str = "correct horse battery staple";
 
 const UNAUTHENTICATED: &str = "ERROR_REASON_UNAUTHENTICATED";
 const EXPIRED: &str = "ERROR_REASON_TOKEN_EXPIRED";
@@ -244,39 +243,6 @@ async fn assert_valid(t: &Targets, valid: &[(&str, String)]) {
     }
 }
 
-/// Signs up and logs in `username` through the gateway.
-async fn sign_up_and_login(
-    identity: &mut IdentityServiceClient<Channel>,
-    username: &str,
-) -> idpb::LoginResponse {
-    identity
-        .create_user(idpb::CreateUserRequest {
-            request_id: uuid::Uuid::new_v4().to_string(),
-            username: username.into(),
-            email: format!("{username}@example.test"),
-            display_name: username.into(),
-            password: PASSWORD.into(),
-            role: 0,
-        })
-        .await
-        .unwrap();
-    login(identity, username).await
-}
-
-async fn login(
-    identity: &mut IdentityServiceClient<Channel>,
-    username: &str,
-) -> idpb::LoginResponse {
-    identity
-        .login(idpb::LoginRequest {
-            username: username.into(),
-            password: PASSWORD.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-}
-
 /// Every bad token of the table — no header, another scheme, empty, garbage, two and
 /// four parts, bad base64, oversized, expired, not yet valid, issued in the future,
 /// tampered payload and signature, wrong audience and issuer, `alg: none`, HS256 keyed
@@ -297,7 +263,8 @@ async fn every_bad_token_is_refused_by_every_service_directly_and_through_the_ga
     let running = tokio::spawn(platform.run());
 
     let mut identity = IdentityServiceClient::new(gateway.clone());
-    let good = sign_up_and_login(&mut identity, "mallory").await;
+    common::sign_up(&mut identity, "mallory").await;
+    let good = common::login(&mut identity, "mallory").await;
     let user_id = good.user.clone().unwrap().id;
     let account = LedgerServiceClient::new(gateway.clone())
         .open_account(bearer(
@@ -317,7 +284,7 @@ async fn every_bad_token_is_refused_by_every_service_directly_and_through_the_ga
 
     // A second session of the same user, logged out: its access token is revoked
     // (and only it: the first session's token stays valid).
-    let doomed = login(&mut identity, "mallory").await;
+    let doomed = common::login(&mut identity, "mallory").await;
     identity
         .logout(bearer(
             idpb::LogoutRequest {

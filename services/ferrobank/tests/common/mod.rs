@@ -8,6 +8,8 @@
 use ferrobank::{Platform, PlatformConfig};
 use ferrobank_auth::keys::{KeyRing, PrivateKey};
 use ferrobank_config::{GatewayUpstreams, ListenArgs};
+use ferrobank_proto::identity as idpb;
+use ferrobank_proto::identity::identity_service_client::IdentityServiceClient;
 use ferrobank_testkit::TestDb;
 
 /// Every listener on 127.0.0.1 port 0.
@@ -94,39 +96,49 @@ pub fn bearer<T>(message: T, token: &str) -> tonic::Request<T> {
     request
 }
 
-/// Signs `username` up through `channel` (the gateway) as a customer and logs in:
-/// the new user and an access token.
-pub async fn customer(
-    channel: tonic::transport::Channel,
-    username: &str,
-) -> (ferrobank_proto::identity::User, String) {
-    use ferrobank_proto::identity::identity_service_client::IdentityServiceClient;
-    use ferrobank_proto::identity::{CreateUserRequest, LoginRequest};
+/// The password of every user the tests sign up.
+pub const PASSWORD: &str = "correct horse battery staple";
 
-    let password = "correct horse battery staple";
-    let mut identity = IdentityServiceClient::new(channel);
-    let user = identity
-        .create_user(CreateUserRequest {
+/// Signs `username` up as a customer with [`PASSWORD`].
+pub async fn sign_up(
+    identity: &mut IdentityServiceClient<tonic::transport::Channel>,
+    username: &str,
+) -> idpb::User {
+    identity
+        .create_user(idpb::CreateUserRequest {
             request_id: uuid::Uuid::new_v4().to_string(),
             username: username.into(),
             email: format!("{username}@example.test"),
             display_name: username.into(),
-            password: password.into(),
+            password: PASSWORD.into(),
             role: 0,
         })
         .await
         .unwrap()
         .into_inner()
         .user
-        .unwrap();
-    let token = identity
-        .login(LoginRequest {
+        .unwrap()
+}
+
+/// Logs `username` in with [`PASSWORD`].
+pub async fn login(
+    identity: &mut IdentityServiceClient<tonic::transport::Channel>,
+    username: &str,
+) -> idpb::LoginResponse {
+    identity
+        .login(idpb::LoginRequest {
             username: username.into(),
-            password: password.into(),
+            password: PASSWORD.into(),
         })
         .await
         .unwrap()
         .into_inner()
-        .access_token;
-    (user, token)
+}
+
+/// Signs `username` up through `channel` (the gateway) as a customer and logs in:
+/// the new user and an access token.
+pub async fn customer(channel: tonic::transport::Channel, username: &str) -> (idpb::User, String) {
+    let mut identity = IdentityServiceClient::new(channel);
+    let user = sign_up(&mut identity, username).await;
+    (user, login(&mut identity, username).await.access_token)
 }
