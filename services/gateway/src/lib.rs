@@ -27,7 +27,7 @@ use tonic::transport::{Channel, Endpoint};
 use tower::ServiceBuilder;
 
 pub use layers::idempotency::{IDEMPOTENCY_KEY, REPLAY_HEADER};
-pub use layers::rate_limit::{Rate, Rates};
+pub use layers::rate_limit::{Batching, Rate, Rates};
 pub use methods::MethodClass;
 use redis_store::RedisStore;
 
@@ -67,6 +67,8 @@ pub struct GatewayConfig {
     pub max_message_bytes: usize,
     /// Rate limits per method class.
     pub rates: Rates,
+    /// How rate-limit admissions are taken from Redis ahead of busy callers' calls.
+    pub rate_batching: Batching,
     /// How long idempotent responses are kept.
     pub idempotency_ttl: Duration,
     /// Browser origins allowed to call with gRPC-Web from another origin (CORS); empty:
@@ -97,6 +99,7 @@ impl std::fmt::Debug for GatewayConfig {
             .field("redis_url", &self.redis_url)
             .field("redis_fallback", &self.redis_fallback)
             .field("rates", &self.rates)
+            .field("rate_batching", &self.rate_batching)
             .field("in_process", &self.in_process.is_some())
             .finish_non_exhaustive()
     }
@@ -128,6 +131,10 @@ impl GatewayConfig {
             max_in_flight_per_caller: 64,
             max_message_bytes: 4 * 1024 * 1024,
             rates: [Rate::new(6000, 200), Rate::new(1200, 50), Rate::new(30, 10)],
+            rate_batching: Batching {
+                max: 8,
+                hold: Duration::from_millis(100),
+            },
             idempotency_ttl: Duration::from_secs(24 * 3600),
             cors_origins: Vec::new(),
             in_process: None,
@@ -155,6 +162,10 @@ impl GatewayConfig {
                 Rate::new(args.gateway_rate_write_per_min, args.gateway_burst_write),
                 Rate::new(args.gateway_rate_login_per_min, args.gateway_burst_login),
             ],
+            rate_batching: Batching {
+                max: args.gateway_rate_batch_max.max(1),
+                hold: Duration::from_millis(args.gateway_rate_batch_hold_ms),
+            },
             idempotency_ttl: Duration::from_secs(args.gateway_idempotency_ttl_hours * 3600),
             // Validated by the flag's parser; an origin that is not a header value
             // cannot be sent by a browser anyway.
@@ -264,7 +275,12 @@ pub fn stack(
         // at once, a crashed gateway's lock frees itself after this.
         config.max_timeout + Duration::from_secs(5),
     );
-    let limits = rate_limit::RateLimitLayer::new(redis, config.redis_fallback, config.rates);
+    let limits = rate_limit::RateLimitLayer::new(
+        redis,
+        config.redis_fallback,
+        config.rates,
+        config.rate_batching,
+    );
     ServiceBuilder::new()
         // CORS outermost, and only for configured origins: a browser's preflight
         // (OPTIONS) is answered here, and gRPC-Web answers carry the headers a page on

@@ -1,5 +1,5 @@
 //! The gateway's tower stack against real Redis and an in-process upstream: shared rate
-//! limits across replicas, idempotency (replay, concurrent duplicate, mismatched body),
+//! limits across replicas (batched admissions included), idempotency (replay, concurrent duplicate, mismatched body),
 //! one trace across gateway and service, the Redis fallback when Redis is cut, and the
 //! refusals for bad input, deadlines and per-caller floods.
 
@@ -7,7 +7,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use ferrobank_gateway::{REPLAY_HEADER, Rate};
+use ferrobank_gateway::{Batching, REPLAY_HEADER, Rate};
 use ferrobank_testkit::TcpProxy;
 use support::{Gateway, HOLD_AMOUNT, Upstream, config, create_transfer, get_account, reason};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -100,6 +100,65 @@ async fn rate_limit_is_shared_by_gateway_replicas() {
         .await
         .expect("bob has his own bucket");
     assert_eq!(header(&response, "x-ratelimit-remaining"), "2");
+}
+
+/// A busy caller's admissions, granted in batches, stay charged to the one shared
+/// bucket: one replica's calls count `x-ratelimit-remaining` down one by one, the
+/// other replica's next call sees what the first still holds as spent, and spending
+/// the rest from both admits exactly the burst, not a call more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_admissions_stay_within_the_shared_limit() {
+    let upstream = Upstream::start().await;
+    let mut cfg = config(upstream.addr).await;
+    // One call a minute sustained: nothing refills while the test runs. Batches of up
+    // to 8 (an eighth of the burst), held far longer than the test takes.
+    cfg.rates[0] = Rate::new(1, 64);
+    cfg.rate_batching = Batching {
+        max: 8,
+        hold: Duration::from_secs(600),
+    };
+    let one = Gateway::start(cfg.clone()).await;
+    let two = Gateway::start(cfg).await;
+    let (mut c1, mut c2) = (one.ledger().await, two.ledger().await);
+    let alice = Uuid::new_v4();
+
+    let mut remaining = Vec::new();
+    for _ in 0..30 {
+        let response = c1
+            .get_account(get_account(alice))
+            .await
+            .expect("within the burst");
+        remaining.push(header(&response, "x-ratelimit-remaining"));
+    }
+    let expected: Vec<String> = (34..64).rev().map(|n: u32| n.to_string()).collect();
+    assert_eq!(remaining, expected);
+    // Replica one was granted 1, 2, 4, 8, 8 and 8 admissions and holds the last one;
+    // asking every call, replica two would see 33 left.
+    let response = c2
+        .get_account(get_account(alice))
+        .await
+        .expect("within the burst");
+    assert_eq!(header(&response, "x-ratelimit-remaining"), "32");
+
+    // A replica is refused only once it holds nothing, so when both have been, every
+    // admission granted was used.
+    let mut admitted = 31;
+    let mut refused = [false, false];
+    for i in 0.. {
+        let client = if i % 2 == 0 { &mut c1 } else { &mut c2 };
+        match client.get_account(get_account(alice)).await {
+            Ok(_) => admitted += 1,
+            Err(status) => {
+                assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+                refused[i % 2] = true;
+                if refused == [true, true] {
+                    break;
+                }
+            }
+        }
+        assert!(i < 200, "never refused; {admitted} admitted");
+    }
+    assert_eq!(admitted, 64);
 }
 
 /// A replayed idempotent mutation returns the stored response (same transfer id,

@@ -1,12 +1,17 @@
 //! Rate limits shared by every gateway replica: GCRA per caller (principal, or client
-//! IP when anonymous) and method class, decided atomically in Redis by one `EVALSHA`
-//! per call. For an authenticated call the decision is taken ahead, by the auth layer
-//! together with the token's revocation lookup, and applied here: when the lookup's
-//! store is the gateway's own Redis the `EXISTS` and the `EVALSHA` go in one pipeline
-//! (one write, one read, one wake-up), else the two round trips overlap. The script
-//! reads Redis's own clock (`TIME`), so replicas with skewed clocks agree, and keeps
-//! one key per caller and class holding the theoretical arrival time, expiring when
-//! the bucket is full again.
+//! IP when anonymous) and method class, decided atomically in Redis by one `EVALSHA`.
+//! For an authenticated call the decision is taken ahead, by the auth layer together
+//! with the token's revocation lookup, and applied here: when the lookup's store is
+//! the gateway's own Redis the `EXISTS` and the `EVALSHA` go in one pipeline (one
+//! write, one read, one wake-up), else the two round trips overlap. The script reads
+//! Redis's own clock (`TIME`), so replicas with skewed clocks agree, and keeps one key
+//! per caller and class holding the theoretical arrival time, expiring when the
+//! bucket is full again.
+//!
+//! A caller whose calls keep coming is granted admissions in batches (up to
+//! `FERROBANK_GATEWAY_RATE_BATCH_MAX`, at most an eighth of the burst), and the
+//! replica hands them to the caller's next calls without running the script again;
+//! see [`batch`] for what that trades.
 //!
 //! Every rate-limited response carries `x-ratelimit-limit` (burst),
 //! `x-ratelimit-remaining` and `x-ratelimit-reset` (seconds until the bucket is full).
@@ -16,6 +21,8 @@
 //! Redis down (see `RedisFallback`): `local` (the default) counts in process with the
 //! same limits — per replica, so N replicas admit up to N times the limit while Redis
 //! is out; `open` admits everything; `closed` refuses UNAVAILABLE.
+
+mod batch;
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
@@ -32,6 +39,8 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 use tower::{Layer, Service};
 
+use self::batch::Batches;
+pub use self::batch::Batching;
 use super::auth::Caller;
 use super::{BoxError, GrpcRequest, GrpcResponse, ResponseFuture, refuse, take_ready};
 use crate::methods::{self, MethodClass};
@@ -65,15 +74,16 @@ impl Rate {
 /// Limits per class, indexed by [`MethodClass::index`]; `None` turns a class off.
 pub type Rates = [Option<Rate>; 3];
 
-/// GCRA in one round trip. `KEYS[1]`: the bucket; `ARGV`: interval (µs), burst.
-/// Returns one integer: the bucket's theoretical arrival time (TAT) less now, in µs —
-/// positive when the call is admitted (the TAT after it), negative when it is refused
-/// (the TAT as it stands, negated). [`Decision::from_offset`] reads it.
+/// GCRA in one round trip. `KEYS[1]`: the bucket; `ARGV`: interval (µs), burst, and
+/// how many admissions are wanted (see [`batch`]). Grants as many as the bucket holds,
+/// up to that many, and answers `{granted, tat}`: `tat` is the bucket's theoretical
+/// arrival time (TAT) less now, in µs — after the grant, or as it stands when nothing
+/// was granted. [`Decision::from_grant`] reads it.
 ///
-/// Redis runs this on every rate-limited call, so it is kept lean: one integer rather
-/// than a table in reply, and the new TAT handed to `SET` as a number (Redis writes it
-/// with 17 significant digits, exact for µs since the epoch) rather than through
-/// `string.format`. Together they cut the script's cost in Redis by about a fifth.
+/// Redis runs this for nearly every rate-limited call, so it is kept lean: a two-number
+/// reply, and the new TAT handed to `SET` as a number (Redis writes it with 17
+/// significant digits, exact for µs since the epoch) rather than through
+/// `string.format`.
 static GCRA: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r"
@@ -82,12 +92,14 @@ local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])
 local tat = tonumber(redis.call('GET', KEYS[1])) or now
 if tat < now then tat = now end
-local new_tat = tat + interval
-if new_tat - interval * tonumber(ARGV[2]) > now then
-  return now - tat
+local fit = math.floor((now + interval * tonumber(ARGV[2]) - tat) / interval)
+local n = math.min(tonumber(ARGV[3]), fit)
+if n < 1 then
+  return {0, tat - now}
 end
+local new_tat = tat + n * interval
 redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil((new_tat - now) / 1000))
-return new_tat - now
+return {n, new_tat - now}
 ",
     )
 });
@@ -138,12 +150,11 @@ impl LocalLimiter {
         }
         let tat = tats.get(&(caller, class)).copied().unwrap_or(now).max(now);
         let new_tat = tat + interval;
-        let offset = |us: u64| i64::try_from(us).unwrap_or(i64::MAX);
         if new_tat.saturating_sub(tau) > now {
-            return Decision::from_offset(-offset(tat - now), rate);
+            return Decision::from_grant(0, tat - now, rate);
         }
         tats.insert((caller, class), new_tat);
-        Decision::from_offset(offset(new_tat - now), rate)
+        Decision::from_grant(1, new_tat - now, rate)
     }
 }
 
@@ -153,6 +164,7 @@ struct Shared {
     fallback: RedisFallback,
     rates: Rates,
     local: LocalLimiter,
+    batches: Batches,
     /// `x-ratelimit-limit` per class, built once.
     limit_headers: [HeaderValue; 3],
 }
@@ -164,8 +176,14 @@ pub struct RateLimitLayer {
 }
 
 impl RateLimitLayer {
-    /// Limits per class in `redis` (or in process, per `fallback`, without it).
-    pub fn new(redis: Option<Arc<RedisStore>>, fallback: RedisFallback, rates: Rates) -> Self {
+    /// Limits per class in `redis` (or in process, per `fallback`, without it), taking
+    /// admissions from Redis in batches per `batching`.
+    pub fn new(
+        redis: Option<Arc<RedisStore>>,
+        fallback: RedisFallback,
+        rates: Rates,
+        batching: Batching,
+    ) -> Self {
         let limit_headers = MethodClass::ALL.map(|class| {
             let burst = rates[class.index()].map_or(0, |r| r.burst);
             HeaderValue::from(burst)
@@ -176,6 +194,7 @@ impl RateLimitLayer {
                 fallback,
                 rates,
                 local: LocalLimiter::new(),
+                batches: Batches::new(batching),
                 limit_headers,
             }),
         }
@@ -253,21 +272,42 @@ impl Shared {
         format!("{}rl:{}:{caller}", redis.prefix(), class.as_str())
     }
 
+    /// The script on `caller`'s bucket for `class`, asking for `wanted` admissions.
+    fn gcra(
+        redis: &RedisStore,
+        caller: Caller,
+        class: MethodClass,
+        rate: Rate,
+        wanted: u32,
+    ) -> redis::ScriptInvocation<'static> {
+        let mut gcra = GCRA.key(Self::key(redis, caller, class));
+        gcra.arg(rate.interval_us()).arg(rate.burst).arg(wanted);
+        gcra
+    }
+
+    /// The decision in the script's `reply`; admissions granted beyond this call's are
+    /// held for the caller's next calls.
+    fn settle(&self, caller: Caller, class: MethodClass, rate: Rate, reply: Reply) -> Decision {
+        let (granted, tat_us) = reply;
+        let decision = Decision::from_grant(granted, tat_us, rate);
+        self.batches.granted(caller, class, granted, decision)
+    }
+
     /// `None`: Redis is down and the fallback is `closed`.
     async fn decide(&self, caller: Caller, class: MethodClass, rate: Rate) -> Option<Decision> {
         if let Some(redis) = &self.redis {
-            let key = Self::key(redis, caller, class);
+            let wanted = match self.batches.take(caller, class, rate) {
+                Ok(held) => return Some(held),
+                Err(wanted) => wanted,
+            };
+            let gcra = Self::gcra(redis, caller, class, rate, wanted);
             let result = redis
                 .run("rate_limit", |mut conn| async move {
-                    GCRA.key(key)
-                        .arg(rate.interval_us())
-                        .arg(rate.burst)
-                        .invoke_async::<i64>(&mut conn)
-                        .await
+                    gcra.invoke_async::<Reply>(&mut conn).await
                 })
                 .await;
             if let Ok(reply) = result {
-                return Some(Decision::from_offset(reply, rate));
+                return Some(self.settle(caller, class, rate, reply));
             }
         }
         self.without_redis(caller, class, rate)
@@ -275,8 +315,9 @@ impl Shared {
 
     /// The decision and a token's revocation lookup (its `exists` command, see
     /// [`ferrobank_auth::revocation::RevocationLookup::command_for`]) in one pipeline on
-    /// `redis`. Each answer is taken on its own: a lookup that cannot be made is
-    /// settled by its fallback, a decision that cannot be taken by this layer's.
+    /// `redis` — or the lookup alone, when an admission is held for the caller. Each
+    /// answer is taken on its own: a lookup that cannot be made is settled by its
+    /// fallback, a decision that cannot be taken by this layer's.
     async fn decide_with_lookup(
         &self,
         redis: &RedisStore,
@@ -286,12 +327,14 @@ impl Shared {
         class: MethodClass,
         rate: Rate,
     ) -> (Result<(), Status>, Option<Decision>) {
-        let key = Self::key(redis, caller, class);
+        let wanted = match self.batches.take(caller, class, rate) {
+            Ok(held) => return (lookup.run().await, Some(held)),
+            Err(wanted) => wanted,
+        };
+        let gcra = Self::gcra(redis, caller, class, rate, wanted);
         let result = redis
             .run("rate_limit", |mut conn| async move {
-                let mut gcra = GCRA.key(key);
-                gcra.arg(rate.interval_us()).arg(rate.burst);
-                let (found, decided): (RedisResult<i64>, RedisResult<i64>) = redis::pipe()
+                let (found, decided): (RedisResult<i64>, RedisResult<Reply>) = redis::pipe()
                     .ignore_errors()
                     .add_command(exists)
                     .invoke_script(&gcra)
@@ -315,7 +358,7 @@ impl Shared {
             Ok((found, decided)) => (
                 lookup.settle_reply(found.map_err(|e| e.to_string())),
                 match decided {
-                    Ok(reply) => Some(Decision::from_offset(reply, rate)),
+                    Ok(reply) => Some(self.settle(caller, class, rate, reply)),
                     Err(err) => {
                         // As when the script fails alone (see `decide`).
                         redis.trip("rate_limit", &err.to_string());
@@ -345,27 +388,31 @@ impl Shared {
     }
 }
 
+/// The script's answer: admissions granted (0: refused) and the bucket's TAT less now.
+type Reply = (u32, u64);
+
 impl Decision {
-    /// The decision for a call at `rate` from the bucket's TAT less now (µs), as the
-    /// script returns it: positive when admitted, negative when refused.
-    fn from_offset(offset_us: i64, rate: Rate) -> Self {
+    /// The decision for a call at `rate` when `granted` admissions were granted (0:
+    /// refused), the first of them this call's, and the bucket's TAT is then `tat_us`
+    /// ahead of now.
+    fn from_grant(granted: u32, tat_us: u64, rate: Rate) -> Self {
         let interval = rate.interval_us();
         let tau = interval * u64::from(rate.burst);
-        let reset_us = offset_us.unsigned_abs();
-        if offset_us > 0 {
-            Decision {
-                allowed: true,
-                remaining: tau.saturating_sub(reset_us) / interval,
-                retry_after_us: 0,
-                reset_us,
-            }
-        } else {
-            // Refused when TAT + interval − tau is still ahead: that is when to retry.
+        if granted == 0 {
+            // Refused while TAT + interval − tau is still ahead: that is when to retry.
             Decision {
                 allowed: false,
                 remaining: 0,
-                retry_after_us: (reset_us + interval).saturating_sub(tau),
-                reset_us,
+                retry_after_us: (tat_us + interval).saturating_sub(tau),
+                reset_us: tat_us,
+            }
+        } else {
+            // What the bucket still holds, and the admissions held for the next calls.
+            Decision {
+                allowed: true,
+                remaining: tau.saturating_sub(tat_us) / interval + u64::from(granted - 1),
+                retry_after_us: 0,
+                reset_us: tat_us,
             }
         }
     }
