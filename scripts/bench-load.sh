@@ -19,7 +19,8 @@
 #   g           gateway overhead: GetBalance (a real ledger read from Postgres) at 1 and
 #               64 clients, straight to the ledger's port and through the gateway with
 #               every layer on (Redis rate limit at a limit never reached), alternating
-#               for BENCH_G_ROUNDS rounds; prints each round's ratios and their medians
+#               for BENCH_G_ROUNDS rounds (gateway first in odd rounds, direct first in
+#               even ones); prints each round's ratios and their medians
 #               (not in the default set)
 #
 # Environment: BENCH_SECONDS (measured seconds per scenario, default 20), BENCH_WARMUP
@@ -28,7 +29,7 @@
 # bypassing the gateway; setup still goes through it), BENCH_READ_RATE_PER_MIN (the
 # gateway's read limit, default far above any run; 0 = off), BENCH_G_CLIENTS (scenario
 # g's client counts, default "1 64"), BENCH_G_ROUNDS (scenario g's alternating
-# gateway/direct rounds per client count, default 3), BENCH_BIN (a `ferrobank` binary to run instead
+# gateway/direct rounds per client count, default 4), BENCH_BIN (a `ferrobank` binary to run instead
 # of this checkout's release build, e.g. an older commit's for an A/B), BENCH_OUT (default
 # benches/results), BENCH_TAG (file name prefix, default the UTC time). Any other
 # ferrobank setting in the environment (e.g. LEDGER_BATCH_WINDOW_US=0) reaches
@@ -152,12 +153,21 @@ for s in $SCENARIOS; do
             # Gateway and direct alternate, round after round: the direct path's own
             # throughput drifts by tens of percent from one minute to the next on a
             # shared 2-core VM, so one run of each compares two different machines.
-            rounds=${BENCH_G_ROUNDS:-3}
+            rounds=${BENCH_G_ROUNDS:-4}
             for c in ${BENCH_G_CLIENTS:-1 64}; do
                 for r in $(seq 1 "$rounds"); do
-                    scenario "g-read-c$c-r$r-gateway" --clients "$c" --keys uniform --mix read=100
-                    scenario "g-read-c$c-r$r-direct" --clients "$c" --keys uniform --mix read=100 \
-                        --workload-target "http://$FERROBANK_LEDGER_ADDR"
+                    # Odd rounds run the gateway first, even rounds the direct path, so a
+                    # machine that speeds up or slows down during a round favours neither.
+                    order="gateway direct"
+                    ((r % 2 == 0)) && order="direct gateway"
+                    for path in $order; do
+                        if [[ $path == gateway ]]; then
+                            scenario "g-read-c$c-r$r-gateway" --clients "$c" --keys uniform --mix read=100
+                        else
+                            scenario "g-read-c$c-r$r-direct" --clients "$c" --keys uniform --mix read=100 \
+                                --workload-target "http://$FERROBANK_LEDGER_ADDR"
+                        fi
+                    done
                 done
                 python3 - "$OUT/$TAG" "$c" "$rounds" <<'PY' >&2
 import json, statistics, sys
