@@ -18,9 +18,9 @@
 #               (not in the default set)
 #   g           gateway overhead: GetBalance (a real ledger read from Postgres) at 1 and
 #               64 clients, straight to the ledger's port and through the gateway with
-#               every layer on (Redis rate limit at a limit never reached), alternating
-#               for BENCH_G_ROUNDS rounds (gateway first in odd rounds, direct first in
-#               even ones); prints each round's ratios and their medians
+#               every layer on (Redis rate limit at a limit never reached), the two
+#               interleaved in 1 s slices within each run (BENCH_SECONDS each), for
+#               BENCH_G_ROUNDS runs; prints each run's ratios and their medians
 #               (not in the default set)
 #
 # Environment: BENCH_SECONDS (measured seconds per scenario, default 20), BENCH_WARMUP
@@ -28,8 +28,8 @@
 # "a b c d"), BENCH_DIRECT=1 (send the measured calls straight to the ledger's port,
 # bypassing the gateway; setup still goes through it), BENCH_READ_RATE_PER_MIN (the
 # gateway's read limit, default far above any run; 0 = off), BENCH_G_CLIENTS (scenario
-# g's client counts, default "1 64"), BENCH_G_ROUNDS (scenario g's alternating
-# gateway/direct rounds per client count, default 4), BENCH_BIN (a `ferrobank` binary to run instead
+# g's client counts, default "1 64"), BENCH_G_ROUNDS (scenario g's
+# interleaved runs per client count, default 3), BENCH_G_SLICE (their slice, default 1s), BENCH_BIN (a `ferrobank` binary to run instead
 # of this checkout's release build, e.g. an older commit's for an A/B), BENCH_OUT (default
 # benches/results), BENCH_TAG (file name prefix, default the UTC time). Any other
 # ferrobank setting in the environment (e.g. LEDGER_BATCH_WINDOW_US=0) reaches
@@ -130,7 +130,8 @@ TARGET=http://127.0.0.1:$GATEWAY_PORT
 
 mkdir -p "$OUT"
 common=(--target "$TARGET" --operator-user ops --operator-password-file "$OPS_PASSWORD_FILE"
-    --duration "${SECS}s" --warmup "${WARMUP}s" --server-pid "$SERVER_PID")
+    --warmup "${WARMUP}s" --server-pid "$SERVER_PID")
+duration=(--duration "${SECS}s")
 if [[ ${BENCH_DIRECT:-0} == 1 ]]; then
     common+=(--workload-target "http://$FERROBANK_LEDGER_ADDR")
 fi
@@ -138,7 +139,7 @@ scenario() {
     local name=$1
     shift
     log "scenario $name: ferrobank-load $*"
-    "$LOAD" "${common[@]}" --name "$name" --json "$OUT/$TAG-$name.json" "$@"
+    "$LOAD" "${common[@]}" "${duration[@]}" --name "$name" --json "$OUT/$TAG-$name.json" "$@"
     kill -0 "$SERVER_PID" 2>/dev/null || { log "ferrobank all exited during $name"; exit 1; }
 }
 for s in $SCENARIOS; do
@@ -150,33 +151,27 @@ for s in $SCENARIOS; do
         e) scenario e-batch-own --clients 8 --keys own --mix batch=100 --batch-size 100 ;;
         l) scenario l-latency --clients 1 --keys uniform --mix single=100 ;;
         g)
-            # Gateway and direct alternate, round after round: the direct path's own
-            # throughput drifts by tens of percent from one minute to the next on a
-            # shared 2-core VM, so one run of each compares two different machines.
-            rounds=${BENCH_G_ROUNDS:-4}
+            # Gateway and direct interleave in slices of BENCH_G_SLICE within one run,
+            # each getting BENCH_SECONDS of the measured time, so both paths are measured
+            # on the same machine: on a shared 2-core VM either path's throughput drifts
+            # by tens of percent from one minute to the next, and runs one after the
+            # other compared two different machines.
+            rounds=${BENCH_G_ROUNDS:-3}
             for c in ${BENCH_G_CLIENTS:-1 64}; do
                 for r in $(seq 1 "$rounds"); do
-                    # Odd rounds run the gateway first, even rounds the direct path, so a
-                    # machine that speeds up or slows down during a round favours neither.
-                    order="gateway direct"
-                    ((r % 2 == 0)) && order="direct gateway"
-                    for path in $order; do
-                        if [[ $path == gateway ]]; then
-                            scenario "g-read-c$c-r$r-gateway" --clients "$c" --keys uniform --mix read=100
-                        else
-                            scenario "g-read-c$c-r$r-direct" --clients "$c" --keys uniform --mix read=100 \
-                                --workload-target "http://$FERROBANK_LEDGER_ADDR"
-                        fi
-                    done
+                    duration=(--duration "$((2 * SECS))s")
+                    scenario "g-read-c$c-r$r" --clients "$c" --keys uniform --mix read=100 \
+                        --interleave-target "http://$FERROBANK_LEDGER_ADDR" \
+                        --interleave-slice "${BENCH_G_SLICE:-1s}"
+                    duration=(--duration "${SECS}s")
                 done
                 python3 - "$OUT/$TAG" "$c" "$rounds" <<'PY' >&2
 import json, statistics, sys
 prefix, clients, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
-def load(r, path):
-    return json.load(open(f"{prefix}-g-read-c{clients}-r{r}-{path}.json"))["results"][0]
 kept, added = [], []
 for r in range(1, rounds + 1):
-    g, d = load(r, "gateway"), load(r, "direct")
+    report = json.load(open(f"{prefix}-g-read-c{clients}-r{r}.json"))
+    g, d = report["results"][0], report["interleaved"]["results"][0]
     kept.append(g["calls_per_sec"] / d["calls_per_sec"])
     added.append(g["latency"]["p50_ms"] / d["latency"]["p50_ms"] - 1)
     print(f"gateway overhead, {clients} clients, round {r}: "

@@ -21,6 +21,16 @@ pub struct Args {
     /// --target), e.g. the ledger's own port to measure what the gateway adds.
     #[arg(long)]
     pub workload_target: Option<String>,
+    /// Also send the measured operations here, alternating with the workload target in
+    /// time slices of --interleave-slice, and report each target apart: an A/B of two
+    /// paths under the same machine conditions, where runs one after the other compare
+    /// a machine whose speed has drifted in between. Closed loop, fixed duration only;
+    /// each target gets half of --duration.
+    #[arg(long)]
+    pub interleave_target: Option<String>,
+    /// Length of one slice of --interleave-target.
+    #[arg(long, value_parser = parse_duration, default_value = "1s")]
+    pub interleave_slice: Duration,
     /// The operator that funds the accounts from the cash vault.
     #[arg(long, default_value = "ops")]
     pub operator_user: String,

@@ -25,6 +25,8 @@ use crate::stats::KindSummary;
 #[derive(Serialize)]
 struct Config {
     target: String,
+    /// Where the measured operations went (`--workload-target`, else `target`).
+    workload_target: String,
     clients: usize,
     customers: usize,
     connections: usize,
@@ -75,6 +77,18 @@ struct Report {
     /// single transfers).
     ferrobank_over_pgbench: Option<f64>,
     server: Option<ServerMemory>,
+    /// With `--interleave-target`: what it measured in its slices (`results` and
+    /// `measured_secs` above are then the workload target's, in its own slices).
+    interleaved: Option<Interleaved>,
+}
+
+/// The interleaved target's side of an A/B run.
+#[derive(Serialize)]
+struct Interleaved {
+    target: String,
+    slice_secs: f64,
+    measured_secs: f64,
+    results: Vec<KindSummary>,
 }
 
 #[tokio::main]
@@ -129,6 +143,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
     ));
     let phase = workload::run(&args, fixture).await?;
     let results = phase.recorder.summarize(phase.elapsed_secs);
+    let interleaved = match (phase.interleaved, &args.interleave_target) {
+        (Some((recorder, secs)), Some(target)) => Some(Interleaved {
+            target: target.clone(),
+            slice_secs: args.interleave_slice.as_secs_f64(),
+            measured_secs: secs,
+            results: recorder.summarize(secs),
+        }),
+        _ => None,
+    };
 
     let pgbench = match pg {
         Some((bindir, url)) => {
@@ -172,6 +195,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         git_dirty: git(&["status", "--porcelain", "--untracked-files=no"]).map(|s| !s.is_empty()),
         config: Config {
             target: args.target.clone(),
+            workload_target: args
+                .workload_target
+                .clone()
+                .unwrap_or_else(|| args.target.clone()),
             clients: args.clients,
             customers,
             connections,
@@ -197,6 +224,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         pgbench,
         ferrobank_over_pgbench: ratio,
         server: args.server_pid.map(server_memory),
+        interleaved,
     };
 
     print_report(&report).context("writing the report")?;
@@ -262,41 +290,19 @@ fn print_report(r: &Report) -> std::io::Result<()> {
         "measured {:.2}s after {:.1}s warm-up (setup {:.1}s, not measured)",
         r.measured_secs, c.warmup_secs, r.setup_secs
     )?;
-    writeln!(
-        out,
-        "{:<7} {:>8} {:>7} {:>10} {:>12} {:>9} {:>9} {:>9} {:>9}",
-        "kind", "ok", "errors", "calls/s", "transfers/s", "p50 ms", "p90 ms", "p99 ms", "max ms"
-    )?;
-    for k in &r.results {
-        let (p50, p90, p99, max) = k
-            .latency
-            .as_ref()
-            .map(|l| (l.p50_ms, l.p90_ms, l.p99_ms, l.max_ms))
-            .unwrap_or_default();
+    print_kinds(&mut out, &r.results)?;
+    if let Some(i) = &r.interleaved {
         writeln!(
             out,
-            "{:<7} {:>8} {:>7} {:>10.1} {:>12} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
-            k.kind.name(),
-            k.ok,
-            k.errors,
-            k.calls_per_sec,
-            k.transfers_per_sec
-                .map(|t| format!("{t:.1}"))
-                .unwrap_or_else(|| "-".to_owned()),
-            p50,
-            p90,
-            p99,
-            max
+            "interleaved with {} in {:.1}s slices: the table above is {}, {:.2}s; {} had {:.2}s:",
+            i.target,
+            i.slice_secs,
+            r.config.workload_target,
+            r.measured_secs,
+            i.target,
+            i.measured_secs
         )?;
-        for (code, n) in &k.errors_by_code {
-            writeln!(out, "        error {code}: {n}")?;
-        }
-        for (reason, n) in &k.errors_by_reason {
-            writeln!(out, "        reason {reason}: {n}")?;
-        }
-        for (reason, n) in &k.member_errors {
-            writeln!(out, "        batch member refused {reason}: {n}")?;
-        }
+        print_kinds(&mut out, &i.results)?;
     }
     writeln!(
         out,
@@ -336,6 +342,46 @@ fn print_report(r: &Report) -> std::io::Result<()> {
                 .map(|k| format!("{:.1}", k as f64 / 1024.0))
                 .unwrap_or_else(|| "?".to_owned())
         )?;
+    }
+    Ok(())
+}
+
+fn print_kinds(out: &mut impl Write, results: &[KindSummary]) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{:<7} {:>8} {:>7} {:>10} {:>12} {:>9} {:>9} {:>9} {:>9}",
+        "kind", "ok", "errors", "calls/s", "transfers/s", "p50 ms", "p90 ms", "p99 ms", "max ms"
+    )?;
+    for k in results {
+        let (p50, p90, p99, max) = k
+            .latency
+            .as_ref()
+            .map(|l| (l.p50_ms, l.p90_ms, l.p99_ms, l.max_ms))
+            .unwrap_or_default();
+        writeln!(
+            out,
+            "{:<7} {:>8} {:>7} {:>10.1} {:>12} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
+            k.kind.name(),
+            k.ok,
+            k.errors,
+            k.calls_per_sec,
+            k.transfers_per_sec
+                .map(|t| format!("{t:.1}"))
+                .unwrap_or_else(|| "-".to_owned()),
+            p50,
+            p90,
+            p99,
+            max
+        )?;
+        for (code, n) in &k.errors_by_code {
+            writeln!(out, "        error {code}: {n}")?;
+        }
+        for (reason, n) in &k.errors_by_reason {
+            writeln!(out, "        reason {reason}: {n}")?;
+        }
+        for (reason, n) in &k.member_errors {
+            writeln!(out, "        batch member refused {reason}: {n}")?;
+        }
     }
     Ok(())
 }

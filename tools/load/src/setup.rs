@@ -43,6 +43,8 @@ pub struct Customer {
 pub struct Fixture {
     /// One HTTP/2 connection per `--clients-per-connection` clients.
     pub channels: Vec<Channel>,
+    /// The same to `--interleave-target`.
+    pub interleave_channels: Option<Vec<Channel>>,
     pub customers: Vec<Customer>,
     /// Account ids, by customer (`accounts_by_customer[c]` are owned by customer c).
     pub accounts_by_customer: Vec<Vec<String>>,
@@ -314,8 +316,13 @@ pub async fn prepare(args: &Args) -> anyhow::Result<Fixture> {
         Some(target) => connect(args, target, n_connections).await?,
         None => channels,
     };
+    let interleave_channels = match &args.interleave_target {
+        Some(target) => Some(connect(args, target, n_connections).await?),
+        None => None,
+    };
     Ok(Fixture {
         channels,
+        interleave_channels,
         customers: customers.into_iter().map(|(_, c)| c).collect(),
         accounts_by_customer,
         all_accounts,

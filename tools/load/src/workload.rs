@@ -27,8 +27,11 @@ const HOLD_TIMEOUT_SECS: i64 = 3600;
 /// What the measured phase produced.
 pub struct PhaseResult {
     pub recorder: Recorder,
-    /// From the end of the warm-up to the last measured completion.
+    /// From the end of the warm-up to the last measured completion (with
+    /// `--interleave-target`, the part of that in the workload target's slices).
     pub elapsed_secs: f64,
+    /// With `--interleave-target`: its calls, and the measured seconds in its slices.
+    pub interleaved: Option<(Recorder, f64)>,
 }
 
 struct Shared {
@@ -48,6 +51,18 @@ struct Shared {
     /// Open loop: the interval between one client's calls, and the common start.
     interval: Option<Duration>,
     clients: usize,
+    /// With `--interleave-target`: the slice length, counted from `start`.
+    slice: Option<Duration>,
+    start: Instant,
+}
+
+impl Shared {
+    /// Whether a call at `at` goes to the interleaved target: odd slices do.
+    fn interleaved_at(&self, at: Instant) -> bool {
+        self.slice.is_some_and(|slice| {
+            (at.saturating_duration_since(self.start).as_nanos() / slice.as_nanos()) % 2 == 1
+        })
+    }
 }
 
 /// Runs warm-up and the measured phase.
@@ -57,6 +72,16 @@ pub async fn run(args: &Args, fixture: Fixture) -> anyhow::Result<PhaseResult> {
     let interval = match args.rate {
         Some(r) if r > 0.0 => Some(Duration::from_secs_f64(args.clients as f64 / r)),
         Some(r) => anyhow::bail!("--rate must be positive, got {r}"),
+        None => None,
+    };
+    let slice = match &fixture.interleave_channels {
+        Some(_) if args.rate.is_some() || args.count.is_some() => {
+            anyhow::bail!("--interleave-target needs a closed loop and a --duration")
+        }
+        Some(_) if args.interleave_slice.is_zero() => {
+            anyhow::bail!("--interleave-slice must be positive")
+        }
+        Some(_) => Some(args.interleave_slice),
         None => None,
     };
     let shared = Arc::new(Shared {
@@ -74,24 +99,65 @@ pub async fn run(args: &Args, fixture: Fixture) -> anyhow::Result<PhaseResult> {
         issued: AtomicU64::new(0),
         interval,
         clients: args.clients,
+        slice,
+        start,
     });
     let mut tasks = Vec::with_capacity(args.clients);
     for i in 0..args.clients {
-        let channel = fixture.channels[i / args.clients_per_connection].clone();
+        let connection = i / args.clients_per_connection;
+        let channel = fixture.channels[connection].clone();
+        let alt = fixture
+            .interleave_channels
+            .as_ref()
+            .map(|channels| channels[connection].clone());
         let shared = Arc::clone(&shared);
-        tasks.push(tokio::spawn(client(i, channel, shared, start)));
+        tasks.push(tokio::spawn(client(i, channel, alt, shared, start)));
     }
     let mut recorder = Recorder::default();
+    let mut alt_recorder = Recorder::default();
     let mut last = measure_start;
     for t in tasks {
-        let (rec, done) = t.await?;
+        let (rec, alt_rec, done) = t.await?;
         recorder.merge(rec);
+        alt_recorder.merge(alt_rec);
         last = last.max(done);
     }
-    Ok(PhaseResult {
-        recorder,
-        elapsed_secs: last.saturating_duration_since(measure_start).as_secs_f64(),
+    let elapsed_secs = last.saturating_duration_since(measure_start).as_secs_f64();
+    Ok(match slice {
+        Some(slice) => {
+            let alt_secs = odd_slice_secs(start, slice, measure_start, last);
+            PhaseResult {
+                recorder,
+                elapsed_secs: elapsed_secs - alt_secs,
+                interleaved: Some((alt_recorder, alt_secs)),
+            }
+        }
+        None => PhaseResult {
+            recorder,
+            elapsed_secs,
+            interleaved: None,
+        },
     })
+}
+
+/// Seconds of `[from, to]` in odd slices of length `slice` counted from `start`: the
+/// interleaved target's share of the measured time.
+fn odd_slice_secs(start: Instant, slice: Duration, from: Instant, to: Instant) -> f64 {
+    let (a, b) = (
+        from.saturating_duration_since(start).as_secs_f64(),
+        to.saturating_duration_since(start).as_secs_f64(),
+    );
+    let w = slice.as_secs_f64();
+    let mut total = 0.0;
+    let mut k = (a / w).floor() as u64;
+    while (k as f64) * w < b {
+        if k % 2 == 1 {
+            let (lo, hi) = ((k as f64 * w).max(a), ((k + 1) as f64 * w).min(b));
+            total += (hi - lo).max(0.0);
+        }
+        k += 1;
+    }
+    total
 }
 
 /// xorshift64*: fast, good enough to pick keys.
@@ -110,12 +176,21 @@ impl Rng {
     }
 }
 
-/// One client: its own customer (token) and HTTP/2 connection.
-async fn client(i: usize, channel: Channel, s: Arc<Shared>, start: Instant) -> (Recorder, Instant) {
+/// One client: its own customer (token) and HTTP/2 connection (and one to the
+/// interleaved target, `alt`). Returns what each target measured.
+async fn client(
+    i: usize,
+    channel: Channel,
+    alt: Option<Channel>,
+    s: Arc<Shared>,
+    start: Instant,
+) -> (Recorder, Recorder, Instant) {
     let cust = i % s.customers.len();
     let token = s.customers[cust].clone();
     let own = &s.accounts_by_customer[cust];
-    let mut ledger = LedgerServiceClient::new(channel);
+    let mut main = LedgerServiceClient::new(channel);
+    let mut alt = alt.map(LedgerServiceClient::new);
+    let mut rec_alt = Recorder::default();
     let mut rng = Rng(uuid::Uuid::new_v4().as_u64_pair().0 | 1);
     let mut rec = Recorder::default();
     let mut warm = Recorder::default();
@@ -145,7 +220,16 @@ async fn client(i: usize, channel: Channel, s: Arc<Shared>, start: Instant) -> (
         {
             break;
         }
-        let r = if measured { &mut rec } else { &mut warm };
+        let interleaved = s.interleaved_at(scheduled);
+        let ledger = match (&mut alt, interleaved) {
+            (Some(alt), true) => alt,
+            _ => &mut main,
+        };
+        let r = match (measured, interleaved) {
+            (false, _) => &mut warm,
+            (true, false) => &mut rec,
+            (true, true) => &mut rec_alt,
+        };
         let kind = pick(&s.mix, &mut rng);
         let debit = &own[rng.below(own.len())];
         match kind {
@@ -240,7 +324,7 @@ async fn client(i: usize, channel: Channel, s: Arc<Shared>, start: Instant) -> (
         }
         last_done = Instant::now();
     }
-    (rec, last_done)
+    (rec, rec_alt, last_done)
 }
 
 fn pick(mix: &Mix, rng: &mut Rng) -> OpKind {
@@ -320,5 +404,25 @@ fn record<T>(rec: &mut KindRecorder, started: Instant, res: Result<T, Status>) -
             }
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The interleaved target's share of a window: the odd slices within it, cut at
+    /// its ends.
+    #[test]
+    fn odd_slices_are_counted_within_the_window() {
+        let start = Instant::now();
+        let at = |secs: f64| start + Duration::from_secs_f64(secs);
+        let slice = Duration::from_secs(1);
+        let share = |a, b| odd_slice_secs(start, slice, at(a), at(b));
+        assert!((share(0.0, 4.0) - 2.0).abs() < 1e-6);
+        assert!((share(3.0, 23.0) - 10.0).abs() < 1e-6);
+        assert!((share(0.5, 1.5) - 0.5).abs() < 1e-6);
+        assert!((share(1.25, 1.75) - 0.5).abs() < 1e-6);
+        assert!(share(2.0, 3.0).abs() < 1e-6);
     }
 }
