@@ -11,7 +11,7 @@
 //! A caller whose calls keep coming is granted admissions in batches (up to
 //! `FERROBANK_GATEWAY_RATE_BATCH_MAX`, at most an eighth of the burst), and the
 //! replica hands them to the caller's next calls without running the script again;
-//! see [`batch`] for what that trades.
+//! `rate_limit/batch.rs` says what that trades.
 //!
 //! Every rate-limited response carries `x-ratelimit-limit` (burst),
 //! `x-ratelimit-remaining` and `x-ratelimit-reset` (seconds until the bucket is full).
@@ -75,7 +75,7 @@ impl Rate {
 pub type Rates = [Option<Rate>; 3];
 
 /// GCRA in one round trip. `KEYS[1]`: the bucket; `ARGV`: interval (µs), burst, and
-/// how many admissions are wanted (see [`batch`]). Grants as many as the bucket holds,
+/// how many admissions are wanted (see `batch.rs`). Grants as many as the bucket holds,
 /// up to that many, and answers `{granted, tat}`: `tat` is the bucket's theoretical
 /// arrival time (TAT) less now, in µs — after the grant, or as it stands when nothing
 /// was granted. [`Decision::from_grant`] reads it.
