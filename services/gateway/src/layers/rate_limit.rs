@@ -234,14 +234,9 @@ impl RateLimitLayer {
         let shared = &self.shared;
         let (checked, decision) = match (pending, shared.redis.as_deref()) {
             (PendingCheck::Revocation(lookup), Some(redis)) if !redis.skipping() => {
-                match lookup.command_for(redis.url()) {
-                    Some(exists) => {
-                        shared
-                            .decide_with_lookup(redis, exists, lookup, caller, method.class, rate)
-                            .await
-                    }
-                    None => tokio::join!(lookup.run(), shared.decide(caller, method.class, rate)),
-                }
+                shared
+                    .decide_with_lookup(redis, lookup, caller, method.class, rate)
+                    .await
             }
             (pending, _) => tokio::join!(pending.run(), shared.decide(caller, method.class, rate)),
         };
@@ -295,33 +290,46 @@ impl Shared {
 
     /// `None`: Redis is down and the fallback is `closed`.
     async fn decide(&self, caller: Caller, class: MethodClass, rate: Rate) -> Option<Decision> {
-        if let Some(redis) = &self.redis {
-            let wanted = match self.batches.take(caller, class, rate) {
-                Ok(held) => return Some(held),
-                Err(wanted) => wanted,
-            };
-            let gcra = Self::gcra(redis, caller, class, rate, wanted);
-            let result = redis
-                .run("rate_limit", |mut conn| async move {
-                    gcra.invoke_async::<Reply>(&mut conn).await
-                })
-                .await;
-            if let Ok(reply) = result {
-                return Some(self.settle(caller, class, rate, reply));
-            }
+        let Some(redis) = &self.redis else {
+            return self.without_redis(caller, class, rate);
+        };
+        match self.batches.take(caller, class, rate) {
+            Ok(held) => Some(held),
+            Err(wanted) => self.ask(redis, caller, class, rate, wanted).await,
         }
-        self.without_redis(caller, class, rate)
     }
 
-    /// The decision and a token's revocation lookup (its `exists` command, see
-    /// [`ferrobank_auth::revocation::RevocationLookup::command_for`]) in one pipeline on
-    /// `redis` — or the lookup alone, when an admission is held for the caller. Each
-    /// answer is taken on its own: a lookup that cannot be made is settled by its
-    /// fallback, a decision that cannot be taken by this layer's.
+    /// Runs the script for `wanted` admissions; `None`: Redis is down and the fallback
+    /// is `closed`.
+    async fn ask(
+        &self,
+        redis: &RedisStore,
+        caller: Caller,
+        class: MethodClass,
+        rate: Rate,
+        wanted: u32,
+    ) -> Option<Decision> {
+        let gcra = Self::gcra(redis, caller, class, rate, wanted);
+        let result = redis
+            .run("rate_limit", |mut conn| async move {
+                gcra.invoke_async::<Reply>(&mut conn).await
+            })
+            .await;
+        match result {
+            Ok(reply) => Some(self.settle(caller, class, rate, reply)),
+            Err(RedisDown) => self.without_redis(caller, class, rate),
+        }
+    }
+
+    /// The decision and a token's revocation lookup. With an admission held for the
+    /// caller, the lookup alone; else, when the lookup's store is `redis` itself, its
+    /// `EXISTS` (see [`ferrobank_auth::revocation::RevocationLookup::command_for`]) and
+    /// the script in one pipeline; else the two round trips side by side. Each answer
+    /// is taken on its own: a lookup that cannot be made is settled by its fallback, a
+    /// decision that cannot be taken by this layer's.
     async fn decide_with_lookup(
         &self,
         redis: &RedisStore,
-        exists: redis::Cmd,
         lookup: RevocationLookup,
         caller: Caller,
         class: MethodClass,
@@ -330,6 +338,9 @@ impl Shared {
         let wanted = match self.batches.take(caller, class, rate) {
             Ok(held) => return (lookup.run().await, Some(held)),
             Err(wanted) => wanted,
+        };
+        let Some(exists) = lookup.command_for(redis.url()) else {
+            return tokio::join!(lookup.run(), self.ask(redis, caller, class, rate, wanted));
         };
         let gcra = Self::gcra(redis, caller, class, rate, wanted);
         let result = redis
