@@ -285,7 +285,7 @@ impl Shared {
     fn settle(&self, caller: Caller, class: MethodClass, rate: Rate, reply: Reply) -> Decision {
         let (granted, tat_us) = reply;
         let decision = Decision::from_grant(granted, tat_us, rate);
-        self.batches.granted(caller, class, granted, decision)
+        self.batches.granted(caller, class, rate, granted, decision)
     }
 
     /// `None`: Redis is down and the fallback is `closed`.
@@ -371,7 +371,7 @@ impl Shared {
                 match decided {
                     Ok(reply) => Some(self.settle(caller, class, rate, reply)),
                     Err(err) => {
-                        // As when the script fails alone (see `decide`).
+                        // As when the script fails alone (see `ask`): the fallback decides.
                         redis.trip("rate_limit", &err.to_string());
                         self.without_redis(caller, class, rate)
                     }

@@ -112,7 +112,8 @@ impl Batches {
         } else if h.left == 0 {
             h.taken.saturating_mul(2).min(cap)
         } else {
-            (h.taken - h.left).clamp(1, cap)
+            // Expired part-used (`left` may exceed `taken` after batches added up).
+            h.taken.saturating_sub(h.left).clamp(1, cap)
         };
         if wanted > 1 {
             if h.asking.is_some_and(|since| now < since + hold) {
@@ -123,18 +124,19 @@ impl Batches {
         Err(wanted)
     }
 
-    /// Records what Redis answered a call of `caller` in `class`: `taken` admissions
-    /// (0: refused), the first of them this call's (`decision`), the rest held for the
-    /// caller's next calls. Returns the call's decision, its `remaining` counting the
-    /// admissions still held from earlier batches too.
+    /// Records what Redis answered a call of `caller` in `class` at `rate`: `taken`
+    /// admissions (0: refused), the first of them this call's (`decision`), the rest
+    /// held for the caller's next calls. Returns the call's decision, its `remaining`
+    /// counting the admissions still held from earlier batches too.
     pub(super) fn granted(
         &self,
         caller: Caller,
         class: MethodClass,
+        rate: Rate,
         taken: u32,
         decision: Decision,
     ) -> Decision {
-        if self.batching.max <= 1 {
+        if self.batching.cap(rate) == 1 {
             return decision;
         }
         let now = Instant::now();
@@ -215,7 +217,7 @@ mod tests {
                 Err(n) => {
                     asked.push(n);
                     bucket -= u64::from(n);
-                    let d = b.granted(alice, read, n, grant(n, bucket));
+                    let d = b.granted(alice, read, rate, n, grant(n, bucket));
                     remaining.push(d.remaining);
                 }
             }
@@ -235,22 +237,22 @@ mod tests {
         let rate = Rate::new(60, 64).expect("a rate");
         let (alice, read) = (Caller::Unknown, MethodClass::Read);
         assert_eq!(b.take(alice, read, rate).err(), Some(1));
-        b.granted(alice, read, 1, grant(1, 63));
+        b.granted(alice, read, rate, 1, grant(1, 63));
         assert_eq!(b.take(alice, read, rate).err(), Some(2));
         assert_eq!(b.take(alice, read, rate).err(), Some(1));
         // The single admission comes back first, then the batch.
-        assert_eq!(b.granted(alice, read, 1, grant(1, 62)).remaining, 62);
-        assert_eq!(b.granted(alice, read, 2, grant(2, 60)).remaining, 61);
+        assert_eq!(b.granted(alice, read, rate, 1, grant(1, 62)).remaining, 62);
+        assert_eq!(b.granted(alice, read, rate, 2, grant(2, 60)).remaining, 61);
         assert_eq!(
             b.take(alice, read, rate).map(|d| d.remaining).ok(),
             Some(60)
         );
         // A refusal ends the asking too.
         assert_eq!(b.take(alice, read, rate).err(), Some(4));
-        b.granted(alice, read, 0, grant(1, 0));
+        b.granted(alice, read, rate, 0, grant(1, 0));
         assert_eq!(b.take(alice, read, rate).err(), Some(4));
-        b.granted(alice, read, 4, grant(4, 56));
-        b.granted(alice, read, 2, grant(2, 54));
+        b.granted(alice, read, rate, 4, grant(4, 56));
+        b.granted(alice, read, rate, 2, grant(2, 54));
         let held: Vec<_> = std::iter::from_fn(|| b.take(alice, read, rate).ok())
             .map(|d| d.remaining)
             .collect();
@@ -264,7 +266,7 @@ mod tests {
         let b = batches(Duration::ZERO);
         let rate = Rate::new(60, 64).expect("a rate");
         let alice = Caller::Unknown;
-        b.granted(alice, MethodClass::Read, 8, grant(8, 50));
+        b.granted(alice, MethodClass::Read, rate, 8, grant(8, 50));
         assert_eq!(b.take(alice, MethodClass::Read, rate).err(), Some(1));
     }
 
@@ -274,12 +276,12 @@ mod tests {
         let alice = Caller::Unknown;
         let small = Rate::new(60, 15).expect("a rate");
         let b = batches(Duration::from_secs(60));
-        b.granted(alice, MethodClass::Read, 1, grant(1, 14));
+        b.granted(alice, MethodClass::Read, small, 1, grant(1, 14));
         assert_eq!(b.take(alice, MethodClass::Read, small).err(), Some(1));
 
         let off = Batches::new(Batching::OFF);
         let big = Rate::new(60, 64).expect("a rate");
-        off.granted(alice, MethodClass::Read, 1, grant(1, 63));
+        off.granted(alice, MethodClass::Read, big, 1, grant(1, 63));
         assert_eq!(off.take(alice, MethodClass::Read, big).err(), Some(1));
     }
 }
