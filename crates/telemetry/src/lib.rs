@@ -15,6 +15,10 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
+mod json_fields;
+
+pub use json_fields::JsonSpanFields;
+
 static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Target of spans made for trace export only: a service's span per call
@@ -92,6 +96,7 @@ pub fn init(args: &TelemetryArgs) -> anyhow::Result<TelemetryGuard> {
             .json()
             .flatten_event(true)
             .with_current_span(true)
+            .fmt_fields(JsonSpanFields)
             .with_writer(std::io::stderr)
             .boxed(),
     }

@@ -1,0 +1,223 @@
+//! How a span's fields are kept for JSON log lines: one JSON object, written straight
+//! into the span's buffer when the span is created.
+//!
+//! tracing-subscriber's own `JsonFields` first builds a map of `serde_json::Value`s
+//! (an allocation per field, and one per `%`-formatted value) and then serializes it;
+//! the gateway makes a span on every call, so that showed in its profile. This writes
+//! the same object directly, and leaves out `otel.*` fields: they name the span for
+//! trace export and only repeat the method in a log line.
+
+use std::fmt::{self, Write as _};
+
+use tracing::field::{Field, Visit};
+use tracing_subscriber::field::RecordFields;
+use tracing_subscriber::fmt::FormatFields;
+use tracing_subscriber::fmt::FormattedFields;
+use tracing_subscriber::fmt::format::Writer;
+
+/// See the module docs.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct JsonSpanFields;
+
+impl<'w> FormatFields<'w> for JsonSpanFields {
+    fn format_fields<R: RecordFields>(&self, mut writer: Writer<'w>, fields: R) -> fmt::Result {
+        let mut object = Object::default();
+        fields.record(&mut object);
+        writer.write_str(&object.finish())
+    }
+
+    /// A field recorded after the span was created joins the object (a later value of
+    /// the same name wins when the line is read back).
+    fn add_fields(
+        &self,
+        current: &'w mut FormattedFields<Self>,
+        fields: &tracing::span::Record<'_>,
+    ) -> fmt::Result {
+        let mut object = Object::default();
+        fields.record(&mut object);
+        if object.buf.is_empty() {
+            return Ok(());
+        }
+        match current.fields.strip_suffix('}') {
+            Some(open) if open.len() > 1 => {
+                let mut merged = String::with_capacity(open.len() + object.buf.len() + 2);
+                merged.push_str(open);
+                merged.push(',');
+                merged.push_str(&object.buf);
+                merged.push('}');
+                current.fields = merged;
+            }
+            _ => current.fields = object.finish(),
+        }
+        Ok(())
+    }
+}
+
+/// The `"name":value` pairs of one object, comma-separated, without the braces.
+#[derive(Default)]
+struct Object {
+    buf: String,
+}
+
+impl Object {
+    fn key(&mut self, field: &Field) -> bool {
+        let name = field.name();
+        if name.starts_with("otel.") {
+            return false;
+        }
+        if !self.buf.is_empty() {
+            self.buf.push(',');
+        }
+        push_json_str(&mut self.buf, name);
+        self.buf.push(':');
+        true
+    }
+
+    fn finish(self) -> String {
+        let mut out = String::with_capacity(self.buf.len() + 2);
+        out.push('{');
+        out.push_str(&self.buf);
+        out.push('}');
+        out
+    }
+}
+
+impl Visit for Object {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if self.key(field) {
+            push_json_str(&mut self.buf, value);
+        }
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        if self.key(field) {
+            let _ = write!(self.buf, "{value}");
+        }
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        if self.key(field) {
+            let _ = write!(self.buf, "{value}");
+        }
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        if self.key(field) {
+            self.buf.push_str(if value { "true" } else { "false" });
+        }
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        if self.key(field) {
+            if value.is_finite() {
+                let _ = write!(self.buf, "{value}");
+            } else {
+                // JSON has no NaN or infinity.
+                push_json_str(&mut self.buf, &value.to_string());
+            }
+        }
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        if self.key(field) {
+            push_json_str(&mut self.buf, &value.to_string());
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if self.key(field) {
+            push_json_str(&mut self.buf, &format!("{value:?}"));
+        }
+    }
+}
+
+/// `s` as a JSON string literal.
+fn push_json_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if u32::from(c) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use tracing_subscriber::layer::SubscriberExt;
+
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("lock").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A log line inside a span carries the span's fields as JSON the reader can
+    /// parse — strings escaped, numbers as numbers, `%` and `?` values as strings, a
+    /// field recorded later included — and no `otel.*` field.
+    #[test]
+    fn span_fields_are_json_without_otel_fields() {
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::registry().with(
+            tracing_subscriber::fmt::layer()
+                .json()
+                .flatten_event(true)
+                .with_current_span(true)
+                .fmt_fields(JsonSpanFields)
+                .with_writer(move || writer.clone()),
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!(
+                "grpc",
+                otel.name = "/pkg.Service/Method",
+                otel.kind = "server",
+                rpc.method = %"/pkg.Service/Method",
+                request_id = "a\"b\\c\nd",
+                attempt = 3u64,
+                delta = -2i64,
+                ok = true,
+                reason = ?Some("x"),
+                later = tracing::field::Empty,
+            );
+            span.record("later", 7u64);
+            let _entered = span.enter();
+            tracing::warn!("inside");
+        });
+        let text = String::from_utf8(lines.0.lock().expect("lock").clone()).expect("utf-8");
+        let line: serde_json::Value = serde_json::from_str(text.trim()).expect("one JSON line");
+        let span = &line["span"];
+        assert_eq!(span["name"], "grpc");
+        assert_eq!(span["rpc.method"], "/pkg.Service/Method");
+        assert_eq!(span["request_id"], "a\"b\\c\nd");
+        assert_eq!(span["attempt"], 3);
+        assert_eq!(span["delta"], -2);
+        assert_eq!(span["ok"], true);
+        assert_eq!(span["reason"], "Some(\"x\")");
+        assert_eq!(span["later"], 7);
+        assert!(
+            span.get("otel.name").is_none() && span.get("otel.kind").is_none(),
+            "{span}"
+        );
+        assert_eq!(line["message"], "inside");
+    }
+}
