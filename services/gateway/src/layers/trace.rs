@@ -95,7 +95,7 @@ where
             "grpc",
             otel.name = method.path,
             otel.kind = "server",
-            rpc.method = %req.uri().path(),
+            rpc.method = req.uri().path(),
             request_id,
         );
         let parent = opentelemetry::global::get_text_map_propagator(|p| {
