@@ -100,14 +100,12 @@ async fn tool_path(script: &str, arg: Option<&str>) -> String {
 async fn run_scenario(what: &str, mut client: Command) {
     let (platform, _dbs) = start_with_operator().await;
     let gateway = platform.gateway_addr.to_string();
-    let stop = platform.shutdown_handle();
-    let running = tokio::spawn(platform.run());
+    let running = common::run(platform);
 
     client.args([gateway.as_str(), OPERATOR, OPERATOR_PASSWORD]);
     let out = output(client).await;
 
-    let _ = stop.send(true);
-    running.await.unwrap().unwrap();
+    running.stop().await;
     assert_success(what, &out);
 }
 

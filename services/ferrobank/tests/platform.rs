@@ -95,13 +95,8 @@ async fn wait_serving(channel: Channel, service: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_lists_services_and_reports_health() {
     let (platform, _dbs) = start().await;
-    let channel = Channel::from_shared(format!("http://{}", platform.gateway_addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let stop = platform.shutdown_handle();
-    let running = tokio::spawn(platform.run());
+    let channel = common::connect(platform.gateway_addr).await;
+    let running = common::run(platform);
 
     // Each reflection version lists itself among the services.
     for (services, reflection) in [
@@ -129,8 +124,7 @@ async fn gateway_lists_services_and_reports_health() {
         wait_serving(channel.clone(), service).await;
     }
 
-    let _ = stop.send(true);
-    running.await.unwrap().unwrap();
+    running.stop().await;
 }
 
 /// Through the gateway calling the services in process (the default): sign up and log
@@ -155,13 +149,8 @@ async fn token_scenario(upstreams: GatewayUpstreams) {
     use ferrobank_proto::ledger::ledger_service_client::LedgerServiceClient;
 
     let (platform, _dbs) = common::start_with_redis_over(upstreams).await;
-    let channel = Channel::from_shared(format!("http://{}", platform.gateway_addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let stop = platform.shutdown_handle();
-    let running = tokio::spawn(platform.run());
+    let channel = common::connect(platform.gateway_addr).await;
+    let running = common::run(platform);
 
     let (user, token) = common::customer(channel.clone(), "ada").await;
 
@@ -233,6 +222,5 @@ async fn token_scenario(upstreams: GatewayUpstreams) {
         bad.message()
     );
 
-    let _ = stop.send(true);
-    running.await.unwrap().unwrap();
+    running.stop().await;
 }

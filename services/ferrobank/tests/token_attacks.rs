@@ -13,8 +13,6 @@
 //! authenticate yet, so there is nothing to refuse directly. Add its calls to
 //! [`call_all`] when they are built.
 
-use std::net::SocketAddr;
-
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ed25519_dalek::{Signer, SigningKey};
@@ -130,14 +128,6 @@ async fn start(key: &Key) -> (Platform, Vec<TestDb>) {
     let dbs = common::databases().await;
     let platform = common::start(&dbs, KeyRing::new(vec![key.key.clone()]).unwrap()).await;
     (platform, dbs)
-}
-
-async fn connect(addr: SocketAddr) -> Channel {
-    Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
 }
 
 /// `message` with `authorization: <auth>`, or no authorization at all.
@@ -256,11 +246,10 @@ async fn assert_valid(t: &Targets, valid: &[(&str, String)]) {
 async fn every_bad_token_is_refused_by_every_service_directly_and_through_the_gateway() {
     let key = Key::generate();
     let (platform, _dbs) = start(&key).await;
-    let gateway = connect(platform.gateway_addr).await;
-    let identity_direct = connect(platform.identity_addr).await;
-    let ledger_direct = connect(platform.ledger_addr).await;
-    let stop = platform.shutdown_handle();
-    let running = tokio::spawn(platform.run());
+    let gateway = common::connect(platform.gateway_addr).await;
+    let identity_direct = common::connect(platform.identity_addr).await;
+    let ledger_direct = common::connect(platform.ledger_addr).await;
+    let running = common::run(platform);
 
     let mut identity = IdentityServiceClient::new(gateway.clone());
     common::sign_up(&mut identity, "mallory").await;
@@ -507,6 +496,5 @@ async fn every_bad_token_is_refused_by_every_service_directly_and_through_the_ga
     // Still valid afterwards: nothing above revoked or locked out the good session.
     assert_valid(&targets, &valid).await;
 
-    let _ = stop.send(true);
-    running.await.unwrap().unwrap();
+    running.stop().await;
 }

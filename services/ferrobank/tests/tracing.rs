@@ -13,7 +13,6 @@ use common::bearer;
 use ferrobank_config::GatewayUpstreams;
 use opentelemetry::trace::{SpanId, SpanKind};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SpanData};
-use tonic::transport::Channel;
 
 const CLIENT_SPAN: &str = "00f067aa0ba902b7";
 
@@ -61,13 +60,8 @@ async fn get_balance_under(upstreams: GatewayUpstreams, trace_id: &str) {
     use ferrobank_proto::ledger::{GetBalanceRequest, OpenAccountRequest};
 
     let (platform, _dbs) = common::start_with_redis_over(upstreams).await;
-    let channel = Channel::from_shared(format!("http://{}", platform.gateway_addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let stop = platform.shutdown_handle();
-    let running = tokio::spawn(platform.run());
+    let channel = common::connect(platform.gateway_addr).await;
+    let running = common::run(platform);
 
     let (user, token) = common::customer(channel.clone(), "grace").await;
     let mut ledger = LedgerServiceClient::new(channel);
@@ -100,8 +94,7 @@ async fn get_balance_under(upstreams: GatewayUpstreams, trace_id: &str) {
     );
     ledger.get_balance(read).await.expect("balance");
 
-    let _ = stop.send(true);
-    running.await.unwrap().unwrap();
+    running.stop().await;
 }
 
 /// The exported spans of `trace_id` once the SQL span is among them (spans are

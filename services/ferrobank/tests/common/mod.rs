@@ -5,6 +5,8 @@
 // Each test binary uses a different subset.
 #![allow(dead_code)]
 
+use std::net::SocketAddr;
+
 use ferrobank::{Platform, PlatformConfig};
 use ferrobank_auth::keys::{KeyRing, PrivateKey};
 use ferrobank_config::{GatewayUpstreams, ListenArgs};
@@ -141,4 +143,35 @@ pub async fn customer(channel: tonic::transport::Channel, username: &str) -> (id
     let mut identity = IdentityServiceClient::new(channel);
     let user = sign_up(&mut identity, username).await;
     (user, login(&mut identity, username).await.access_token)
+}
+
+/// A channel to `addr` (a port of the platform).
+pub async fn connect(addr: SocketAddr) -> tonic::transport::Channel {
+    tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// A platform running in the background until [`Running::stop`].
+pub struct Running {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// Runs `platform` in the background.
+pub fn run(platform: Platform) -> Running {
+    Running {
+        stop: platform.shutdown_handle(),
+        task: tokio::spawn(platform.run()),
+    }
+}
+
+impl Running {
+    /// Stops the platform and asserts it stopped cleanly.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        self.task.await.unwrap().unwrap();
+    }
 }
