@@ -535,7 +535,9 @@ create_replica() {
         -d "host=127.0.0.1 port=$PRIMARY_PORT user=replicator application_name=$REPLICA_APP_NAME passfile=$PGPASS_REPL" \
         -D "$tmp" -R -X stream -C -S "$REPLICA_SLOT" -c fast -w "${nosync[@]}" >"$bblog" 2>&1; then
         rm -rf "$tmp"
-        die "pg_basebackup failed" "$bblog" "$PRIMARY_LOG"
+        # A full disk leaves even the log empty; say how much room there was.
+        die "pg_basebackup failed ($(df -Ph "$DIR" | awk 'NR == 2 { print $4 " free on " $6 }'))" \
+            "$bblog" "$PRIMARY_LOG"
     fi
     rm -f "$bblog"
     # pg_basebackup -R copies the password it found into primary_conninfo; the passfile
