@@ -23,7 +23,9 @@ impl<'w> FormatFields<'w> for JsonSpanFields {
     fn format_fields<R: RecordFields>(&self, mut writer: Writer<'w>, fields: R) -> fmt::Result {
         let mut object = Object::default();
         fields.record(&mut object);
-        writer.write_str(&object.finish())
+        writer.write_char('{')?;
+        writer.write_str(&object.buf)?;
+        writer.write_char('}')
     }
 
     /// A field recorded after the span was created joins the object (a later value of
@@ -54,9 +56,17 @@ impl<'w> FormatFields<'w> for JsonSpanFields {
 }
 
 /// The `"name":value` pairs of one object, comma-separated, without the braces.
-#[derive(Default)]
 struct Object {
     buf: String,
+}
+
+impl Default for Object {
+    fn default() -> Self {
+        // Room for a call span's fields without growing.
+        Self {
+            buf: String::with_capacity(192),
+        }
+    }
 }
 
 impl Object {
@@ -131,22 +141,31 @@ impl Visit for Object {
     }
 }
 
-/// `s` as a JSON string literal.
+/// `s` as a JSON string literal. Runs that need no escape are copied whole.
 fn push_json_str(out: &mut String, s: &str) {
+    out.reserve(s.len() + 2);
     out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if u32::from(c) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
-            }
-            c => out.push(c),
+    let mut start = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let escape = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        // Every byte escaped is ASCII, so `i` is a char boundary.
+        out.push_str(&s[start..i]);
+        if escape.is_empty() {
+            let _ = write!(out, "\\u{b:04x}");
+        } else {
+            out.push_str(escape);
         }
+        start = i + 1;
     }
+    out.push_str(&s[start..]);
     out.push('"');
 }
 
@@ -219,5 +238,25 @@ mod tests {
             "{span}"
         );
         assert_eq!(line["message"], "inside");
+    }
+
+    /// Strings read back as they went in: quotes, backslashes, every control
+    /// character, multi-byte text and escapes at both ends.
+    #[test]
+    fn strings_round_trip_through_json() {
+        let controls: String = (0u8..0x20).map(char::from).collect();
+        for s in [
+            "",
+            "plain",
+            "\"quoted\" and \\ back",
+            controls.as_str(),
+            "żółw → 🐢\u{7f}",
+            "\nstarts and ends\t",
+        ] {
+            let mut out = String::new();
+            push_json_str(&mut out, s);
+            let back: String = serde_json::from_str(&out).expect("valid JSON string");
+            assert_eq!(back, s, "{out}");
+        }
     }
 }
