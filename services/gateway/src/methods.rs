@@ -144,7 +144,9 @@ const REFLECTION: [&str; 2] = [
 ];
 
 struct Table {
-    methods: HashMap<&'static str, MethodInfo>,
+    /// Read on every layer of every call, written once: a fast hash, not a DoS-proof
+    /// one (nothing a client sends is ever inserted).
+    methods: HashMap<&'static str, MethodInfo, foldhash::fast::FixedState>,
     /// `/package.Service/` prefixes the gateway routes.
     services: Vec<&'static str>,
     unknown_method: MethodInfo,
@@ -159,7 +161,7 @@ fn leak(s: String) -> &'static str {
 }
 
 fn build() -> Table {
-    let mut methods = HashMap::new();
+    let mut methods = HashMap::default();
     let mut services = Vec::new();
     for encoded in [
         ferrobank_proto::FILE_DESCRIPTOR_SET,
