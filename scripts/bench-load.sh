@@ -22,6 +22,11 @@
 #               interleaved in 1 s slices within each run (BENCH_SECONDS each), for
 #               BENCH_G_ROUNDS runs; prints each run's ratios and their medians
 #               (not in the default set)
+#   ab          A/B of two builds' gateways: GetBalance at BENCH_G_CLIENTS clients through
+#               this checkout's gateway and through BENCH_AB_BIN's (a second `ferrobank
+#               all` on the same stack and ports of its own), interleaved like g; prints
+#               how much of the other build's throughput this one keeps (not in the
+#               default set; needs BENCH_AB_BIN)
 #
 # Environment: BENCH_SECONDS (measured seconds per scenario, default 20), BENCH_WARMUP
 # (default 3), BENCH_RATE (scenario d, default 1000), BENCH_SCENARIOS (default
@@ -56,16 +61,20 @@ LOAD=$REPO/target/release/ferrobank-load
 STACK_DIR=$(mktemp -d /tmp/ferrobank-bench.XXXXXX)
 chmod 755 "$STACK_DIR"
 SERVER_PID=""
+AB_PID=""
+stop_server() { # PID
+    [[ -n $1 ]] && kill -0 "$1" 2>/dev/null || return 0
+    kill "$1" 2>/dev/null || true
+    for _ in $(seq 1 50); do
+        kill -0 "$1" 2>/dev/null || return 0
+        sleep 0.2
+    done
+    kill -9 "$1" 2>/dev/null || true
+}
 cleanup() {
     local rc=$?
-    if [[ -n $SERVER_PID ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill "$SERVER_PID" 2>/dev/null || true
-        for _ in $(seq 1 50); do
-            kill -0 "$SERVER_PID" 2>/dev/null || break
-            sleep 0.2
-        done
-        kill -9 "$SERVER_PID" 2>/dev/null || true
-    fi
+    stop_server "$SERVER_PID"
+    stop_server "$AB_PID"
     if ((rc != 0)) && [[ -f $STACK_DIR/ferrobank.log ]]; then
         log "ferrobank all failed or the run was interrupted; last server log lines:"
         tail -n 20 "$STACK_DIR/ferrobank.log" >&2 || true
@@ -76,14 +85,15 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-# A base port with eight free ports: primary, replica, Redis, pooler (stack.sh), then
-# the gateway, identity, ledger and payments of `ferrobank all`.
+# A base port with twelve free ports: primary, replica, Redis, pooler (stack.sh), then
+# the gateway, identity, ledger and payments of `ferrobank all`, then those of the
+# second build's (scenario ab).
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 BASE=""
 for _ in $(seq 1 50); do
     candidate=$((20000 + RANDOM % 20000))
     ok=1
-    for off in 0 1 2 3 4 5 6 7; do
+    for off in $(seq 0 11); do
         port_free $((candidate + off)) || { ok=0; break; }
     done
     if ((ok)); then
@@ -127,6 +137,16 @@ FERROBANK_ADMIN_PASSWORD=$(cat "$OPS_PASSWORD_FILE") \
 SERVER_PID=$!
 TARGET=http://127.0.0.1:$GATEWAY_PORT
 "$LOAD" --target "$TARGET" --wait-ready 60s --ready-only
+if [[ -n ${BENCH_AB_BIN:-} ]]; then
+    # The other build, on the same databases and Redis: the same users, tokens and
+    # accounts work through either gateway.
+    AB_TARGET=http://127.0.0.1:$((BASE + 8))
+    FERROBANK_GATEWAY_ADDR=127.0.0.1:$((BASE + 8)) FERROBANK_IDENTITY_ADDR=127.0.0.1:$((BASE + 9)) \
+        FERROBANK_LEDGER_ADDR=127.0.0.1:$((BASE + 10)) FERROBANK_PAYMENTS_ADDR=127.0.0.1:$((BASE + 11)) \
+        "$BENCH_AB_BIN" all >"$STACK_DIR/ferrobank-ab.log" 2>&1 &
+    AB_PID=$!
+    "$LOAD" --target "$AB_TARGET" --wait-ready 60s --ready-only
+fi
 
 mkdir -p "$OUT"
 common=(--target "$TARGET" --operator-user ops --operator-password-file "$OPS_PASSWORD_FILE"
@@ -185,7 +205,36 @@ print(f"gateway overhead, {clients} clients, median of {rounds} rounds: "
 PY
             done
             ;;
-        *) log "unknown scenario '$s' (use a b c d e l g)"; exit 2 ;;
+        ab)
+            [[ -n $AB_PID ]] || { log "scenario ab needs BENCH_AB_BIN"; exit 2; }
+            rounds=${BENCH_G_ROUNDS:-3}
+            for c in ${BENCH_G_CLIENTS:-1 64}; do
+                for r in $(seq 1 "$rounds"); do
+                    duration=(--duration "$((2 * SECS))s")
+                    scenario "ab-read-c$c-r$r" --clients "$c" --keys uniform --mix read=100 \
+                        --interleave-target "$AB_TARGET" \
+                        --interleave-slice "${BENCH_G_SLICE:-1s}"
+                    duration=(--duration "${SECS}s")
+                done
+                python3 - "$OUT/$TAG" "$c" "$rounds" <<'PY' >&2
+import json, statistics, sys
+prefix, clients, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
+kept, added = [], []
+for r in range(1, rounds + 1):
+    report = json.load(open(f"{prefix}-ab-read-c{clients}-r{r}.json"))
+    a, b = report["results"][0], report["interleaved"]["results"][0]
+    kept.append(a["calls_per_sec"] / b["calls_per_sec"])
+    added.append(a["latency"]["p50_ms"] / b["latency"]["p50_ms"] - 1)
+    print(f"A/B, {clients} clients, round {r}: this build {a['calls_per_sec']:.0f}/s vs "
+          f"BENCH_AB_BIN {b['calls_per_sec']:.0f}/s ({100 * kept[-1]:.1f}%); p50 "
+          f"{a['latency']['p50_ms']:.3f} ms vs {b['latency']['p50_ms']:.3f} ms ({100 * added[-1]:+.1f}%)")
+print(f"A/B, {clients} clients, median of {rounds} rounds: this build has "
+      f"{100 * statistics.median(kept):.1f}% of BENCH_AB_BIN's throughput, "
+      f"{100 * statistics.median(added):+.1f}% on p50")
+PY
+            done
+            ;;
+        *) log "unknown scenario '$s' (use a b c d e l g ab)"; exit 2 ;;
     esac
 done
 log "peak RSS of ferrobank all: $(awk '/^VmHWM:/ {print $2, $3}' "/proc/$SERVER_PID/status")"
