@@ -5,6 +5,8 @@
 //! UNAVAILABLE at once rather than a hang or an UNKNOWN.
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -14,13 +16,28 @@ use tonic::body::Body;
 use tonic::service::Routes;
 use tonic::transport::Channel;
 use tonic::transport::server::TcpConnectInfo;
-use tower::util::BoxCloneSyncService;
 use tower::{BoxError, Layer, Service, ServiceExt};
 
-use crate::layers::{ResponseFuture, take_ready};
+use crate::layers::ResponseFuture;
 
-/// Where one service's calls go.
-pub type Upstream = BoxCloneSyncService<Request<Body>, Response<Body>, Unreachable>;
+/// Where one service's calls go: a network channel, or the service's own routes in
+/// this process.
+#[derive(Clone)]
+pub enum Upstream {
+    /// Over the network, through `Channel`.
+    Network(Channel),
+    /// In this process: the call goes straight to the service's routes, with no
+    /// connection, HTTP/2 framing or second trip through the kernel in between.
+    ///
+    /// The service sees what it would see over the network — method, path, headers
+    /// (the caller's token, `traceparent`, `grpc-timeout`) and the body — and none of
+    /// the gateway's own request extensions, with two exceptions:
+    /// - the client's connection info: the service learns the real client address,
+    ///   where over the network it would see the gateway's;
+    /// - [`ferrobank_auth::RevocationChecked`]: the token's revocation lookup, made by
+    ///   the gateway a moment ago, is not repeated.
+    InProcess(Routes),
+}
 
 /// Why a call could not be handed to its upstream (the connection failed).
 #[derive(Debug)]
@@ -40,40 +57,61 @@ impl std::error::Error for Unreachable {
 
 /// An upstream reached over the network through `channel`.
 pub fn over_network(channel: Channel) -> Upstream {
-    BoxCloneSyncService::new(channel.map_err(|err| Unreachable(err.into())))
+    Upstream::Network(channel)
 }
 
-/// An upstream in this process: the call goes straight to the service's `routes`, with
-/// no connection, HTTP/2 framing or second trip through the kernel in between.
-///
-/// The service sees what it would see over the network — method, path, headers
-/// (the caller's token, `traceparent`, `grpc-timeout`) and the body — and none of the
-/// gateway's own request extensions, with two exceptions:
-/// - the client's connection info: the service learns the real client address, where
-///   over the network it would see the gateway's;
-/// - [`ferrobank_auth::RevocationChecked`]: the token's revocation lookup, made by the
-///   gateway a moment ago, is not repeated.
+/// An upstream in this process (see [`Upstream::InProcess`]).
 pub fn in_process(routes: Routes) -> Upstream {
-    BoxCloneSyncService::new(tower::service_fn(move |req: Request<Body>| {
-        let routes = routes.clone();
-        async move {
-            let (mut parts, body) = req.into_parts();
-            let connection = parts.extensions.remove::<TcpConnectInfo>();
-            let checked = parts
-                .extensions
-                .remove::<ferrobank_auth::RevocationChecked>();
-            parts.extensions = http::Extensions::new();
-            if let Some(connection) = connection {
-                parts.extensions.insert(connection);
-            }
-            if let Some(checked) = checked {
-                parts.extensions.insert(checked);
-            }
-            let response = routes.oneshot(Request::from_parts(parts, body)).await;
-            // Routes never fail: an unknown method is an UNIMPLEMENTED response.
-            Ok::<_, Unreachable>(response.unwrap_or_else(|never: Infallible| match never {}))
+    Upstream::InProcess(routes)
+}
+
+/// The request as an in-process service gets it (see [`Upstream::InProcess`]).
+fn for_in_process(req: Request<Body>) -> Request<Body> {
+    let (mut parts, body) = req.into_parts();
+    let connection = parts.extensions.remove::<TcpConnectInfo>();
+    let checked = parts
+        .extensions
+        .remove::<ferrobank_auth::RevocationChecked>();
+    parts.extensions = http::Extensions::new();
+    if let Some(connection) = connection {
+        parts.extensions.insert(connection);
+    }
+    if let Some(checked) = checked {
+        parts.extensions.insert(checked);
+    }
+    Request::from_parts(parts, body)
+}
+
+impl Service<Request<Body>> for Upstream {
+    type Response = Response<Body>;
+    type Error = Unreachable;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Unreachable>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        match self {
+            Upstream::Network(channel) => channel
+                .poll_ready(cx)
+                .map_err(|err| Unreachable(err.into())),
+            // Routes are always ready.
+            Upstream::InProcess(_) => Poll::Ready(Ok(())),
         }
-    }))
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        match self {
+            Upstream::Network(channel) => {
+                let fut = channel.call(req);
+                Box::pin(async move { fut.await.map_err(|err| Unreachable(err.into())) })
+            }
+            Upstream::InProcess(routes) => {
+                let fut = routes.call(for_in_process(req));
+                // Routes never fail: an unknown method is an UNIMPLEMENTED response.
+                Box::pin(
+                    async move { Ok(fut.await.unwrap_or_else(|never: Infallible| match never {})) },
+                )
+            }
+        }
+    }
 }
 
 /// The platform's services by name, each with its upstream.
@@ -142,28 +180,25 @@ where
             let upstream = upstream.clone();
             return Box::pin(async move { Ok(forward(upstream, req).await) });
         }
-        let fut = take_ready(&mut self.inner).call(req);
+        let fut = self.inner.call(req);
         Box::pin(async move { fut.await.map_err(Into::into) })
     }
 }
 
 async fn forward(mut upstream: Upstream, req: Request<Body>) -> Response<Body> {
-    let method = req.uri().path().to_owned();
     let result = match upstream.ready().await {
         Ok(ready) => ready.call(req).await,
         Err(err) => Err(err),
     };
-    match result {
-        Ok(response) => response,
-        Err(err) => {
-            tracing::warn!(%method, error = %err, "upstream unreachable");
-            metrics::counter!("gateway_upstream_errors_total").increment(1);
-            ferrobank_proto::status::error(
-                tonic::Code::Unavailable,
-                ErrorReason::Unavailable,
-                "upstream service unavailable",
-            )
-            .into_http()
-        }
-    }
+    result.unwrap_or_else(|err| {
+        // The call's span names the method.
+        tracing::warn!(error = %err, "upstream unreachable");
+        metrics::counter!("gateway_upstream_errors_total").increment(1);
+        ferrobank_proto::status::error(
+            tonic::Code::Unavailable,
+            ErrorReason::Unavailable,
+            "upstream service unavailable",
+        )
+        .into_http()
+    })
 }

@@ -116,7 +116,6 @@ where
     }
 
     fn call(&mut self, mut req: GrpcRequest) -> Self::Future {
-        let mut inner = take_ready(&mut self.inner);
         if methods::lookup(req.uri().path()).public {
             let caller = req
                 .extensions()
@@ -124,9 +123,10 @@ where
                 .and_then(TcpConnectInfo::remote_addr)
                 .map_or(Caller::Unknown, |addr| Caller::Ip(addr.ip()));
             req.extensions_mut().insert(caller);
-            let fut = inner.call(req);
+            let fut = self.inner.call(req);
             return Box::pin(async move { fut.await.map_err(Into::into) });
         }
+        let mut inner = take_ready(&mut self.inner);
         let authenticator = self.authenticator.clone();
         let limits = self.limits.clone();
         Box::pin(async move {

@@ -15,7 +15,7 @@ use tonic::Code;
 use tower::{Layer, Service};
 
 use super::trace::grpc_status;
-use super::{BoxError, GrpcRequest, GrpcResponse, ResponseFuture, take_ready};
+use super::{BoxError, GrpcRequest, GrpcResponse, ResponseFuture};
 use crate::methods;
 
 const GRPC_TIMEOUT: &str = "grpc-timeout";
@@ -103,9 +103,8 @@ where
     }
 
     fn call(&mut self, mut req: GrpcRequest) -> Self::Future {
-        let mut inner = take_ready(&mut self.inner);
         if !methods::lookup(req.uri().path()).unary {
-            let fut = inner.call(req);
+            let fut = self.inner.call(req);
             return Box::pin(async move { fut.await.map_err(Into::into) });
         }
         let layer = &self.layer;
@@ -127,7 +126,7 @@ where
             }
         };
         let started = Instant::now();
-        let fut = tokio::time::timeout(timeout, inner.call(req));
+        let fut = tokio::time::timeout(timeout, self.inner.call(req));
         Box::pin(async move {
             match fut.await {
                 // The upstream enforces the same deadline and may give up a moment

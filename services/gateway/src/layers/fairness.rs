@@ -14,7 +14,7 @@ use tonic::Code;
 use tower::{Layer, Service};
 
 use super::auth::Caller;
-use super::{BoxError, GrpcRequest, GrpcResponse, ResponseFuture, refuse, take_ready};
+use super::{BoxError, GrpcRequest, GrpcResponse, ResponseFuture, refuse};
 
 /// Adds [`Fairness`]; every service it makes shares one table.
 #[derive(Clone, Debug)]
@@ -123,7 +123,7 @@ where
             );
             return Box::pin(std::future::ready(Ok(refuse(status))));
         };
-        let fut = take_ready(&mut self.inner).call(req);
+        let fut = self.inner.call(req);
         Box::pin(async move {
             let result = fut.await.map_err(Into::into);
             drop(slot);

@@ -23,7 +23,7 @@ use tonic::body::Body;
 use tonic::{Code, Status};
 use tower::{Layer, Service};
 
-use super::{BoxError, GrpcRequest, GrpcResponse, ResponseFuture, refuse, take_ready};
+use super::{BoxError, GrpcRequest, GrpcResponse, ResponseFuture, refuse};
 
 /// Adds [`GrpcGuard`].
 #[derive(Clone, Copy, Debug)]
@@ -99,7 +99,7 @@ where
                 tripped: tripped.clone(),
             })
         });
-        let fut = take_ready(&mut self.inner).call(req);
+        let fut = self.inner.call(req);
         Box::pin(async move {
             let result = fut.await.map_err(Into::into);
             if tripped.load(Ordering::Acquire) {

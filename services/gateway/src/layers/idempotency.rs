@@ -245,12 +245,11 @@ where
     }
 
     fn call(&mut self, req: GrpcRequest) -> Self::Future {
-        let mut inner = take_ready(&mut self.inner);
         let method = methods::lookup(req.uri().path());
         let (key, shared) = match (req.headers().get(IDEMPOTENCY_KEY), &self.shared) {
             (Some(key), Some(shared)) if method.idempotent_mutation() => (key, shared.clone()),
             _ => {
-                let fut = inner.call(req);
+                let fut = self.inner.call(req);
                 return Box::pin(async move { fut.await.map_err(Into::into) });
             }
         };
@@ -266,6 +265,7 @@ where
             method.path,
             String::from_utf8_lossy(key.as_bytes())
         );
+        let mut inner = take_ready(&mut self.inner);
         Box::pin(async move {
             let (parts, body) = req.into_parts();
             let body = match body.collect().await {

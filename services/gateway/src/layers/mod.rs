@@ -33,6 +33,15 @@ pub fn refuse(status: tonic::Status) -> GrpcResponse {
     status.into_http()
 }
 
+/// `value` marked for HPACK as never indexed: a header whose value changes from call
+/// to call (a request id, a remaining count) would otherwise be added to both ends'
+/// header tables on every response, evicting the entries that do repeat, and make the
+/// encoder compare it with every earlier value of that header still in its table.
+pub fn per_call(mut value: http::HeaderValue) -> http::HeaderValue {
+    value.set_sensitive(true);
+    value
+}
+
 /// Takes the ready service out of `slot`, leaving a fresh clone behind (tower's rule:
 /// the service polled ready is the one that must be called).
 pub fn take_ready<S: Clone>(slot: &mut S) -> S {

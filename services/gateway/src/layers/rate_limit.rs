@@ -42,7 +42,7 @@ use tower::{Layer, Service};
 use self::batch::Batches;
 pub use self::batch::Batching;
 use super::auth::Caller;
-use super::{BoxError, GrpcRequest, GrpcResponse, ResponseFuture, refuse, take_ready};
+use super::{BoxError, GrpcRequest, GrpcResponse, ResponseFuture, per_call, refuse, take_ready};
 use crate::methods::{self, MethodClass};
 use crate::redis_store::{RedisDown, RedisStore};
 use redis::RedisResult;
@@ -336,7 +336,7 @@ impl Shared {
         rate: Rate,
     ) -> (Result<(), Status>, Option<Decision>) {
         let wanted = match self.batches.take(caller, class, rate) {
-            Ok(held) => return (lookup.run().await, Some(held)),
+            Ok(held) => return (Self::lookup_alone(redis, lookup).await, Some(held)),
             Err(wanted) => wanted,
         };
         let Some(exists) = lookup.command_for(redis.url()) else {
@@ -382,6 +382,21 @@ impl Shared {
                 self.without_redis(caller, class, rate),
             ),
         }
+    }
+
+    /// The revocation lookup without a script to send along, on the gateway's own
+    /// connection when that reaches the same Redis: all of the auth layer's commands
+    /// then share one connection, and concurrent calls' commands share its writes.
+    async fn lookup_alone(redis: &RedisStore, lookup: RevocationLookup) -> Result<(), Status> {
+        let Some(exists) = lookup.command_for(redis.url()) else {
+            return lookup.run().await;
+        };
+        let found = redis
+            .run("revocation", |mut conn| async move {
+                exists.query_async::<i64>(&mut conn).await
+            })
+            .await;
+        lookup.settle_reply(found.map_err(|RedisDown| "redis unavailable".to_owned()))
     }
 
     /// The decision while Redis cannot be asked, per the fallback.
@@ -475,34 +490,60 @@ where
     }
 
     fn call(&mut self, mut req: GrpcRequest) -> Self::Future {
-        let mut inner = take_ready(&mut self.inner);
         let prefetched = req.extensions_mut().remove::<Prefetched>();
         let method = methods::lookup(req.uri().path());
         let rate = match self.shared.rates[method.class.index()] {
             Some(rate) if !method.exempt => rate,
             _ => {
-                let fut = inner.call(req);
+                let fut = self.inner.call(req);
                 return Box::pin(async move { fut.await.map_err(Into::into) });
             }
         };
         let shared = self.shared.clone();
+        let class = method.class;
         let caller = Caller::of(&req);
-        Box::pin(async move {
-            let class = method.class;
-            let decision = match prefetched {
-                Some(p) if p.caller == caller => p.decision,
-                _ => shared.decide(caller, class, rate).await,
-            };
-            let Some(decision) = decision else {
-                return Ok(refuse(status::error(
-                    Code::Unavailable,
-                    ErrorReason::Unavailable,
-                    "rate limiting is unavailable; retry with backoff",
-                )));
-            };
-            let mut response = if decision.allowed {
-                inner.call(req).await.map_err(Into::into)?
-            } else {
+        match prefetched {
+            // Decided ahead (by the auth layer): an admitted call goes on at once.
+            Some(p) if p.caller == caller => {
+                let call = admitted(p.decision).then(|| self.inner.call(req));
+                Box::pin(async move { shared.answer(class, rate, p.decision, call).await })
+            }
+            _ => {
+                let mut inner = take_ready(&mut self.inner);
+                Box::pin(async move {
+                    let decision = shared.decide(caller, class, rate).await;
+                    let call = admitted(decision).then(|| inner.call(req));
+                    shared.answer(class, rate, decision, call).await
+                })
+            }
+        }
+    }
+}
+
+fn admitted(decision: Option<Decision>) -> bool {
+    decision.is_some_and(|d| d.allowed)
+}
+
+impl Shared {
+    /// The response to a call given its `decision`: the upstream's (`call`, made when
+    /// admitted) or a refusal, with the `x-ratelimit-*` headers either way.
+    async fn answer<E: Into<BoxError>>(
+        &self,
+        class: MethodClass,
+        rate: Rate,
+        decision: Option<Decision>,
+        call: Option<impl Future<Output = Result<GrpcResponse, E>>>,
+    ) -> Result<GrpcResponse, BoxError> {
+        let Some(decision) = decision else {
+            return Ok(refuse(status::error(
+                Code::Unavailable,
+                ErrorReason::Unavailable,
+                "rate limiting is unavailable; retry with backoff",
+            )));
+        };
+        let mut response = match call {
+            Some(call) => call.await.map_err(Into::into)?,
+            None => {
                 metrics::counter!("gateway_rate_limited_total", "class" => class.as_str())
                     .increment(1);
                 let retry_after = Duration::from_micros(decision.retry_after_us);
@@ -512,19 +553,19 @@ where
                     HeaderValue::from(ceil_secs(decision.retry_after_us)),
                 );
                 response
-            };
-            let headers = response.headers_mut();
-            headers.insert(
-                X_RATELIMIT_LIMIT,
-                shared.limit_headers[class.index()].clone(),
-            );
-            headers.insert(X_RATELIMIT_REMAINING, HeaderValue::from(decision.remaining));
-            headers.insert(
-                X_RATELIMIT_RESET,
-                HeaderValue::from(ceil_secs(decision.reset_us)),
-            );
-            Ok(response)
-        })
+            }
+        };
+        let headers = response.headers_mut();
+        headers.insert(X_RATELIMIT_LIMIT, self.limit_headers[class.index()].clone());
+        headers.insert(
+            X_RATELIMIT_REMAINING,
+            per_call(HeaderValue::from(decision.remaining)),
+        );
+        headers.insert(
+            X_RATELIMIT_RESET,
+            per_call(HeaderValue::from(ceil_secs(decision.reset_us))),
+        );
+        Ok(response)
     }
 }
 

@@ -8,7 +8,7 @@ use http::HeaderValue;
 use http::header::HeaderName;
 use tower::{Layer, Service};
 
-use super::{BoxError, GrpcRequest, GrpcResponse, ResponseFuture, take_ready};
+use super::{BoxError, GrpcRequest, GrpcResponse, ResponseFuture, per_call};
 
 /// The request-id header.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -57,14 +57,14 @@ where
 
     fn call(&mut self, mut req: GrpcRequest) -> Self::Future {
         let id = match req.headers().get(&X_REQUEST_ID) {
-            Some(value) if acceptable(value) => value.clone(),
+            Some(value) if acceptable(value) => per_call(value.clone()),
             _ => {
-                let id = mint();
+                let id = per_call(mint());
                 req.headers_mut().insert(X_REQUEST_ID.clone(), id.clone());
                 id
             }
         };
-        let fut = take_ready(&mut self.inner).call(req);
+        let fut = self.inner.call(req);
         Box::pin(async move {
             let mut response = fut.await.map_err(Into::into)?;
             response.headers_mut().insert(X_REQUEST_ID.clone(), id);

@@ -11,7 +11,7 @@ use ferrobank_proto::status;
 use tonic::Code;
 use tower::{Layer, Service};
 
-use super::{BoxError, GrpcRequest, GrpcResponse, refuse, take_ready};
+use super::{BoxError, GrpcRequest, GrpcResponse, refuse};
 
 /// Adds [`Rescue`].
 #[derive(Clone, Copy, Debug, Default)]
@@ -75,7 +75,7 @@ where
     }
 
     fn call(&mut self, req: GrpcRequest) -> Self::Future {
-        let fut = take_ready(&mut self.inner).call(req);
+        let fut = self.inner.call(req);
         Box::pin(async move {
             match fut.await {
                 Ok(response) => Ok(response),

@@ -13,7 +13,7 @@ use std::task::{Context, Poll};
 use tokio::sync::Semaphore;
 use tower::{Layer, Service};
 
-use super::{BoxError, GrpcRequest, GrpcResponse, ResponseFuture, take_ready};
+use super::{BoxError, GrpcRequest, GrpcResponse, ResponseFuture};
 
 /// Adds [`Shed`]; every service it makes shares one budget.
 #[derive(Clone, Debug)]
@@ -68,7 +68,7 @@ where
                 tower::load_shed::error::Overloaded::new().into(),
             )));
         };
-        let fut = take_ready(&mut self.inner).call(req);
+        let fut = self.inner.call(req);
         Box::pin(async move {
             let result = fut.await.map_err(Into::into);
             drop(permit);

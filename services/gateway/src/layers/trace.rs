@@ -29,7 +29,7 @@ use tracing::{Instrument, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::request_id::X_REQUEST_ID;
-use super::{BoxError, GrpcRequest, GrpcResponse, ResponseFuture, take_ready};
+use super::{BoxError, GrpcRequest, GrpcResponse, ResponseFuture};
 use crate::methods::{self, MethodInfo, code_name};
 
 /// Adds [`Trace`].
@@ -109,9 +109,7 @@ where
             p.inject_context(&cx, &mut HeaderInjector(req.headers_mut()))
         });
 
-        let fut = take_ready(&mut self.inner)
-            .call(req)
-            .instrument(span.clone());
+        let fut = self.inner.call(req).instrument(span.clone());
         Box::pin(async move {
             let response = fut.await.map_err(Into::into)?;
             let done = Done {
@@ -148,7 +146,6 @@ impl Done {
         self.method.observe(elapsed.as_secs_f64());
         // A no-op unless an OpenTelemetry layer is installed.
         self.span.set_attribute("rpc.grpc.status_code", code as i64);
-        let _entered = self.span.enter();
         match code {
             Code::Internal
             | Code::Unknown
@@ -157,17 +154,23 @@ impl Done {
             | Code::DeadlineExceeded => {
                 self.span
                     .set_status(opentelemetry::trace::Status::error(name));
+                let _entered = self.span.enter();
                 tracing::warn!(
                     code = name,
                     latency_ms = elapsed.as_millis() as u64,
                     "call failed"
                 )
             }
-            _ => tracing::debug!(
-                code = name,
-                latency_ms = elapsed.as_millis() as u64,
-                "call finished"
-            ),
+            // Entering the span costs more than the rest of this; only for a line.
+            _ if tracing::enabled!(tracing::Level::DEBUG) => {
+                let _entered = self.span.enter();
+                tracing::debug!(
+                    code = name,
+                    latency_ms = elapsed.as_millis() as u64,
+                    "call finished"
+                )
+            }
+            _ => {}
         }
     }
 }
