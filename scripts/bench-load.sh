@@ -199,6 +199,11 @@ for r in range(1, rounds + 1):
           f"({100 * kept[-1]:.0f}% kept); p50 {g['latency']['p50_ms']:.3f} ms vs "
           f"{d['latency']['p50_ms']:.3f} ms ({100 * added[-1]:+.0f}%); "
           f"p99 {g['latency']['p99_ms']:.3f} ms vs {d['latency']['p99_ms']:.3f} ms")
+    gc, dc = report.get("cpu_per_call"), report["interleaved"].get("cpu_per_call")
+    if gc and dc and gc["server_us"] is not None and dc["server_us"] is not None:
+        print(f"  CPU per call, gateway vs direct: server {gc['server_us']:.0f} vs "
+              f"{dc['server_us']:.0f} µs, load tool {gc['load_us']:.0f} vs {dc['load_us']:.0f} µs, "
+              f"rest of the machine {gc['rest_us']:.0f} vs {dc['rest_us']:.0f} µs")
 print(f"gateway overhead, {clients} clients, median of {rounds} rounds: "
       f"{100 * statistics.median(kept):.0f}% of direct throughput kept (target >= 80%), "
       f"{100 * statistics.median(added):+.0f}% added to p50 (target < 15%)")

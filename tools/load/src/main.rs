@@ -5,6 +5,7 @@
 //! writes the whole result as JSON.
 
 mod cli;
+mod cpu;
 mod pgbench;
 mod setup;
 mod stats;
@@ -80,6 +81,9 @@ struct Report {
     /// With `--interleave-target`: what it measured in its slices (`results` and
     /// `measured_secs` above are then the workload target's, in its own slices).
     interleaved: Option<Interleaved>,
+    /// With `--interleave-target`: CPU time per successful call in the workload
+    /// target's slices (see `cpu.rs`).
+    cpu_per_call: Option<cpu::CpuPerCall>,
 }
 
 /// The interleaved target's side of an A/B run.
@@ -89,6 +93,13 @@ struct Interleaved {
     slice_secs: f64,
     measured_secs: f64,
     results: Vec<KindSummary>,
+    /// CPU time per successful call in this target's slices.
+    cpu_per_call: Option<cpu::CpuPerCall>,
+}
+
+/// Successful calls per second over all kinds.
+fn ok_per_sec(results: &[KindSummary]) -> f64 {
+    results.iter().map(|r| r.calls_per_sec).sum()
 }
 
 #[tokio::main]
@@ -143,13 +154,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
     ));
     let phase = workload::run(&args, fixture).await?;
     let results = phase.recorder.summarize(phase.elapsed_secs);
+    let (main_cpu, alt_cpu) = phase.slice_cpu.unzip();
+    let cpu_per_call = main_cpu.and_then(|c| c.per_call(ok_per_sec(&results)));
     let interleaved = match (phase.interleaved, &args.interleave_target) {
-        (Some((recorder, secs)), Some(target)) => Some(Interleaved {
-            target: target.clone(),
-            slice_secs: args.interleave_slice.as_secs_f64(),
-            measured_secs: secs,
-            results: recorder.summarize(secs),
-        }),
+        (Some((recorder, secs)), Some(target)) => {
+            let results = recorder.summarize(secs);
+            Some(Interleaved {
+                target: target.clone(),
+                slice_secs: args.interleave_slice.as_secs_f64(),
+                measured_secs: secs,
+                cpu_per_call: alt_cpu.and_then(|c| c.per_call(ok_per_sec(&results))),
+                results,
+            })
+        }
         _ => None,
     };
 
@@ -225,6 +242,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ferrobank_over_pgbench: ratio,
         server: args.server_pid.map(server_memory),
         interleaved,
+        cpu_per_call,
     };
 
     print_report(&report).context("writing the report")?;
@@ -303,6 +321,22 @@ fn print_report(r: &Report) -> std::io::Result<()> {
             i.measured_secs
         )?;
         print_kinds(&mut out, &i.results)?;
+        for (target, cpu) in [
+            (&r.config.workload_target, &r.cpu_per_call),
+            (&i.target, &i.cpu_per_call),
+        ] {
+            if let Some(c) = cpu {
+                let server = c
+                    .server_us
+                    .map_or_else(|| "-".to_owned(), |us| format!("{us:.1}"));
+                writeln!(
+                    out,
+                    "CPU per call, {target}: server {server} µs, load {:.1} µs, rest {:.1} µs, \
+                     machine {:.1} µs ({:.2} cores busy)",
+                    c.load_us, c.rest_us, c.machine_us, c.busy_cores
+                )?;
+            }
+        }
     }
     writeln!(
         out,

@@ -18,6 +18,7 @@ use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
 use crate::cli::{Args, Mix};
+use crate::cpu::{self, Reading, SliceCpu};
 use crate::setup::{Fixture, Token, authed};
 use crate::stats::{KindRecorder, OpKind, Recorder, code_name};
 
@@ -32,6 +33,9 @@ pub struct PhaseResult {
     pub elapsed_secs: f64,
     /// With `--interleave-target`: its calls, and the measured seconds in its slices.
     pub interleaved: Option<(Recorder, f64)>,
+    /// With `--interleave-target`: CPU time in the workload target's whole measured
+    /// slices, then in the interleaved target's.
+    pub slice_cpu: Option<(SliceCpu, SliceCpu)>,
 }
 
 struct Shared {
@@ -102,6 +106,27 @@ pub async fn run(args: &Args, fixture: Fixture) -> anyhow::Result<PhaseResult> {
         slice,
         start,
     });
+    // CPU readings at each slice boundary from the end of the warm-up to the end.
+    let sampler = match (slice, shared.measure_end) {
+        (Some(slice), Some(end)) => {
+            let server_pid = args.server_pid;
+            let first =
+                measure_start.saturating_duration_since(start).as_nanos() / slice.as_nanos() + 1;
+            Some(tokio::spawn(async move {
+                let mut readings = Vec::new();
+                for k in first as u64.. {
+                    let at = start + slice * k as u32;
+                    if at > end {
+                        break;
+                    }
+                    tokio::time::sleep_until(at.into()).await;
+                    readings.push((k, Instant::now(), Reading::now(server_pid)));
+                }
+                readings
+            }))
+        }
+        _ => None,
+    };
     let mut tasks = Vec::with_capacity(args.clients);
     for i in 0..args.clients {
         let connection = i / args.clients_per_connection;
@@ -123,6 +148,10 @@ pub async fn run(args: &Args, fixture: Fixture) -> anyhow::Result<PhaseResult> {
         last = last.max(done);
     }
     let elapsed_secs = last.saturating_duration_since(measure_start).as_secs_f64();
+    let slice_cpu = match sampler {
+        Some(sampler) => Some(cpu::split(&sampler.await?)),
+        None => None,
+    };
     Ok(match slice {
         Some(slice) => {
             let alt_secs = odd_slice_secs(start, slice, measure_start, last);
@@ -130,12 +159,14 @@ pub async fn run(args: &Args, fixture: Fixture) -> anyhow::Result<PhaseResult> {
                 recorder,
                 elapsed_secs: elapsed_secs - alt_secs,
                 interleaved: Some((alt_recorder, alt_secs)),
+                slice_cpu,
             }
         }
         None => PhaseResult {
             recorder,
             elapsed_secs,
             interleaved: None,
+            slice_cpu: None,
         },
     })
 }
