@@ -18,7 +18,8 @@ use super::trace::grpc_status;
 use super::{BoxError, GrpcRequest, GrpcResponse, ResponseFuture};
 use crate::methods;
 
-const GRPC_TIMEOUT: &str = "grpc-timeout";
+// A name built at compile time: a `&str` name is parsed and checked on every use.
+const GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
 
 /// How close to the deadline an upstream failure counts as the deadline passing.
 const DEADLINE_SLACK: Duration = Duration::from_millis(20);

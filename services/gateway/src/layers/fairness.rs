@@ -27,7 +27,8 @@ struct Table {
     cap: u32,
     /// Callers with at least one call in flight; an entry is removed at zero, so the
     /// map's size is bounded by the gateway-wide in-flight cap.
-    in_flight: Mutex<HashMap<Caller, u32>>,
+    /// A fast hash, seeded per process: anonymous callers are keyed by address.
+    in_flight: Mutex<HashMap<Caller, u32, foldhash::fast::RandomState>>,
 }
 
 impl FairnessLayer {
@@ -36,7 +37,7 @@ impl FairnessLayer {
         Self {
             table: Arc::new(Table {
                 cap: per_caller.max(1),
-                in_flight: Mutex::new(HashMap::new()),
+                in_flight: Mutex::default(),
             }),
         }
     }

@@ -68,7 +68,8 @@ struct Held {
 #[derive(Debug)]
 pub(super) struct Batches {
     batching: Batching,
-    held: Mutex<HashMap<(Caller, MethodClass), Held>>,
+    /// A fast hash, seeded per process: anonymous callers are keyed by address.
+    held: Mutex<HashMap<(Caller, MethodClass), Held, foldhash::fast::RandomState>>,
 }
 
 impl Batches {
