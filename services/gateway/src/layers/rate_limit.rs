@@ -557,13 +557,15 @@ impl Shared {
         };
         let headers = response.headers_mut();
         headers.insert(X_RATELIMIT_LIMIT, self.limit_headers[class.index()].clone());
+        // The remaining count changes from call to call; the reset (whole seconds) and
+        // the limit repeat, so HPACK may index them.
         headers.insert(
             X_RATELIMIT_REMAINING,
             per_call(HeaderValue::from(decision.remaining)),
         );
         headers.insert(
             X_RATELIMIT_RESET,
-            per_call(HeaderValue::from(ceil_secs(decision.reset_us))),
+            HeaderValue::from(ceil_secs(decision.reset_us)),
         );
         Ok(response)
     }
