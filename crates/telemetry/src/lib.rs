@@ -11,6 +11,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -83,10 +84,37 @@ impl Drop for TelemetryGuard {
     }
 }
 
+/// `filter` as a static [`Targets`] filter when it holds only `target=level` and bare
+/// level or target directives (`info`, `warn,ferrobank_ledger=debug`), else `None`
+/// (span and field directives need an `EnvFilter`). An `EnvFilter` tracks every span
+/// and takes shared locks on each span's creation, every enter and exit, and its close,
+/// from every thread; without span or field directives that is only a cost, paid
+/// several times per call.
+fn static_targets(filter: &str) -> Option<Targets> {
+    if filter.contains(['[', '{']) {
+        return None;
+    }
+    let directives: Vec<&str> = filter
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .collect();
+    if directives.is_empty() {
+        return None;
+    }
+    directives.join(",").parse().ok()
+}
+
 /// Installs the global subscriber and metrics recorder. Call once, from `main`.
 pub fn init(args: &TelemetryArgs) -> anyhow::Result<TelemetryGuard> {
-    let filter = EnvFilter::try_new(&args.log_filter)
-        .with_context(|| format!("invalid log filter {:?} (RUST_LOG)", args.log_filter))?;
+    let (static_filter, env_filter) = match static_targets(&args.log_filter) {
+        Some(targets) => (Some(targets), None),
+        None => {
+            let filter = EnvFilter::try_new(&args.log_filter)
+                .with_context(|| format!("invalid log filter {:?} (RUST_LOG)", args.log_filter))?;
+            (None, Some(filter))
+        }
+    };
 
     let fmt = match args.log_format {
         LogFormat::Pretty => tracing_subscriber::fmt::layer()
@@ -132,7 +160,8 @@ pub fn init(args: &TelemetryArgs) -> anyhow::Result<TelemetryGuard> {
     );
 
     tracing_subscriber::registry()
-        .with(filter)
+        .with(static_filter)
+        .with(env_filter)
         .with(fmt)
         .with(otel)
         .try_init()
@@ -188,4 +217,29 @@ pub async fn serve_admin(
             .await
     });
     Ok((local, task))
+}
+
+#[cfg(test)]
+mod tests {
+    use tracing::Level;
+
+    use super::*;
+
+    /// Plain target and level directives become a static filter with the same meaning
+    /// (spaces around commas ignored); span and field directives, and an empty filter,
+    /// are left to `EnvFilter`.
+    #[test]
+    fn static_filter_only_for_target_and_level_directives() {
+        let targets = static_targets("warn, ferrobank_gateway=debug ,").expect("static");
+        assert!(targets.would_enable("ferrobank_gateway::layers::auth", &Level::DEBUG));
+        assert!(!targets.would_enable("ferrobank_gateway", &Level::TRACE));
+        assert!(targets.would_enable("hyper::proto", &Level::WARN));
+        assert!(!targets.would_enable("hyper::proto", &Level::INFO));
+        let info = static_targets("info").expect("static");
+        assert!(info.would_enable("anything", &Level::INFO));
+        assert!(!info.would_enable("anything", &Level::DEBUG));
+        for dynamic in ["[grpc]=debug", "ferrobank[{request_id}]=debug", "", " , "] {
+            assert!(static_targets(dynamic).is_none(), "{dynamic:?}");
+        }
+    }
 }
