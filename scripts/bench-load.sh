@@ -162,6 +162,47 @@ scenario() {
     "$LOAD" "${common[@]}" "${duration[@]}" --name "$name" --json "$OUT/$TAG-$name.json" "$@"
     kill -0 "$SERVER_PID" 2>/dev/null || { log "ferrobank all exited during $name"; exit 1; }
 }
+# interleaved NAME ALT_TARGET TITLE A B [targets]: for each of BENCH_G_CLIENTS,
+# BENCH_G_ROUNDS runs of GetBalance sent to the gateway and to ALT_TARGET in alternating
+# slices, then each run's ratios (A, the gateway, against B, ALT_TARGET) and their
+# medians; "targets" adds the issue's targets to the summary.
+interleaved() {
+    local name=$1 alt=$2 title=$3 a=$4 b=$5 targets=${6:-}
+    local rounds=${BENCH_G_ROUNDS:-3} c r
+    for c in ${BENCH_G_CLIENTS:-1 64}; do
+        for r in $(seq 1 "$rounds"); do
+            duration=(--duration "$((2 * SECS))s")
+            scenario "$name-read-c$c-r$r" --clients "$c" --keys uniform --mix read=100 \
+                --interleave-target "$alt" --interleave-slice "${BENCH_G_SLICE:-1s}"
+            duration=(--duration "${SECS}s")
+        done
+        python3 - "$OUT/$TAG-$name" "$c" "$rounds" "$title" "$a" "$b" "$targets" <<'PY' >&2
+import json, statistics, sys
+prefix, clients, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
+title, a_name, b_name, targets = sys.argv[4:8]
+kept, added = [], []
+for r in range(1, rounds + 1):
+    report = json.load(open(f"{prefix}-read-c{clients}-r{r}.json"))
+    a, b = report["results"][0], report["interleaved"]["results"][0]
+    kept.append(a["calls_per_sec"] / b["calls_per_sec"])
+    added.append(a["latency"]["p50_ms"] / b["latency"]["p50_ms"] - 1)
+    print(f"{title}, {clients} clients, round {r}: "
+          f"{a['calls_per_sec']:.0f}/s vs {b_name} {b['calls_per_sec']:.0f}/s "
+          f"({100 * kept[-1]:.0f}% kept); p50 {a['latency']['p50_ms']:.3f} ms vs "
+          f"{b['latency']['p50_ms']:.3f} ms ({100 * added[-1]:+.0f}%); "
+          f"p99 {a['latency']['p99_ms']:.3f} ms vs {b['latency']['p99_ms']:.3f} ms")
+    ac, bc = report.get("cpu_per_call"), report["interleaved"].get("cpu_per_call")
+    if ac and bc and ac["server_us"] is not None and bc["server_us"] is not None:
+        print(f"  CPU per call, {a_name} vs {b_name}: server {ac['server_us']:.0f} vs "
+              f"{bc['server_us']:.0f} µs, load tool {ac['load_us']:.0f} vs {bc['load_us']:.0f} µs, "
+              f"rest of the machine {ac['rest_us']:.0f} vs {bc['rest_us']:.0f} µs")
+goals = (" (target >= 80%)", " (target < 15%)") if targets else ("", "")
+print(f"{title}, {clients} clients, median of {rounds} rounds: "
+      f"{100 * statistics.median(kept):.0f}% of {b_name} throughput kept{goals[0]}, "
+      f"{100 * statistics.median(added):+.0f}% added to p50{goals[1]}")
+PY
+    done
+}
 for s in $SCENARIOS; do
     case $s in
         a) scenario a-uniform --clients 32 --keys uniform --mix single=100 --pgbench ;;
@@ -176,68 +217,11 @@ for s in $SCENARIOS; do
             # on the same machine: on a shared 2-core VM either path's throughput drifts
             # by tens of percent from one minute to the next, and runs one after the
             # other compared two different machines.
-            rounds=${BENCH_G_ROUNDS:-3}
-            for c in ${BENCH_G_CLIENTS:-1 64}; do
-                for r in $(seq 1 "$rounds"); do
-                    duration=(--duration "$((2 * SECS))s")
-                    scenario "g-read-c$c-r$r" --clients "$c" --keys uniform --mix read=100 \
-                        --interleave-target "http://$FERROBANK_LEDGER_ADDR" \
-                        --interleave-slice "${BENCH_G_SLICE:-1s}"
-                    duration=(--duration "${SECS}s")
-                done
-                python3 - "$OUT/$TAG" "$c" "$rounds" <<'PY' >&2
-import json, statistics, sys
-prefix, clients, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
-kept, added = [], []
-for r in range(1, rounds + 1):
-    report = json.load(open(f"{prefix}-g-read-c{clients}-r{r}.json"))
-    g, d = report["results"][0], report["interleaved"]["results"][0]
-    kept.append(g["calls_per_sec"] / d["calls_per_sec"])
-    added.append(g["latency"]["p50_ms"] / d["latency"]["p50_ms"] - 1)
-    print(f"gateway overhead, {clients} clients, round {r}: "
-          f"{g['calls_per_sec']:.0f}/s vs direct {d['calls_per_sec']:.0f}/s "
-          f"({100 * kept[-1]:.0f}% kept); p50 {g['latency']['p50_ms']:.3f} ms vs "
-          f"{d['latency']['p50_ms']:.3f} ms ({100 * added[-1]:+.0f}%); "
-          f"p99 {g['latency']['p99_ms']:.3f} ms vs {d['latency']['p99_ms']:.3f} ms")
-    gc, dc = report.get("cpu_per_call"), report["interleaved"].get("cpu_per_call")
-    if gc and dc and gc["server_us"] is not None and dc["server_us"] is not None:
-        print(f"  CPU per call, gateway vs direct: server {gc['server_us']:.0f} vs "
-              f"{dc['server_us']:.0f} µs, load tool {gc['load_us']:.0f} vs {dc['load_us']:.0f} µs, "
-              f"rest of the machine {gc['rest_us']:.0f} vs {dc['rest_us']:.0f} µs")
-print(f"gateway overhead, {clients} clients, median of {rounds} rounds: "
-      f"{100 * statistics.median(kept):.0f}% of direct throughput kept (target >= 80%), "
-      f"{100 * statistics.median(added):+.0f}% added to p50 (target < 15%)")
-PY
-            done
+            interleaved g "http://$FERROBANK_LEDGER_ADDR" "gateway overhead" gateway direct targets
             ;;
         ab)
             [[ -n $AB_PID ]] || { log "scenario ab needs BENCH_AB_BIN"; exit 2; }
-            rounds=${BENCH_G_ROUNDS:-3}
-            for c in ${BENCH_G_CLIENTS:-1 64}; do
-                for r in $(seq 1 "$rounds"); do
-                    duration=(--duration "$((2 * SECS))s")
-                    scenario "ab-read-c$c-r$r" --clients "$c" --keys uniform --mix read=100 \
-                        --interleave-target "$AB_TARGET" \
-                        --interleave-slice "${BENCH_G_SLICE:-1s}"
-                    duration=(--duration "${SECS}s")
-                done
-                python3 - "$OUT/$TAG" "$c" "$rounds" <<'PY' >&2
-import json, statistics, sys
-prefix, clients, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
-kept, added = [], []
-for r in range(1, rounds + 1):
-    report = json.load(open(f"{prefix}-ab-read-c{clients}-r{r}.json"))
-    a, b = report["results"][0], report["interleaved"]["results"][0]
-    kept.append(a["calls_per_sec"] / b["calls_per_sec"])
-    added.append(a["latency"]["p50_ms"] / b["latency"]["p50_ms"] - 1)
-    print(f"A/B, {clients} clients, round {r}: this build {a['calls_per_sec']:.0f}/s vs "
-          f"BENCH_AB_BIN {b['calls_per_sec']:.0f}/s ({100 * kept[-1]:.1f}%); p50 "
-          f"{a['latency']['p50_ms']:.3f} ms vs {b['latency']['p50_ms']:.3f} ms ({100 * added[-1]:+.1f}%)")
-print(f"A/B, {clients} clients, median of {rounds} rounds: this build has "
-      f"{100 * statistics.median(kept):.1f}% of BENCH_AB_BIN's throughput, "
-      f"{100 * statistics.median(added):+.1f}% on p50")
-PY
-            done
+            interleaved ab "$AB_TARGET" "A/B" "this build" BENCH_AB_BIN
             ;;
         *) log "unknown scenario '$s' (use a b c d e l g ab)"; exit 2 ;;
     esac

@@ -194,7 +194,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         calls: results.iter().map(|r| r.calls).sum(),
         ok: results.iter().map(|r| r.ok).sum(),
         errors: results.iter().map(|r| r.errors).sum(),
-        transfers_per_sec: results.iter().filter_map(|r| r.transfers_per_sec).sum(),
+        // Folded from +0.0: an empty f64 sum is -0.0, printed as "-0.0".
+        transfers_per_sec: results
+            .iter()
+            .filter_map(|r| r.transfers_per_sec)
+            .fold(0.0, |sum, t| sum + t),
     };
     let single = results
         .iter()
