@@ -92,8 +92,9 @@ impl Service<Request<Body>> for Upstream {
             Upstream::Network(channel) => channel
                 .poll_ready(cx)
                 .map_err(|err| Unreachable(err.into())),
-            // Routes are always ready.
-            Upstream::InProcess(_) => Poll::Ready(Ok(())),
+            Upstream::InProcess(routes) => {
+                Service::<Request<Body>>::poll_ready(routes, cx).map_err(|never| match never {})
+            }
         }
     }
 
