@@ -304,7 +304,10 @@ pub fn stack(
         // Oversized messages are refused before they cost anything.
         .layer(grpc_guard::GrpcGuardLayer::new(config.max_message_bytes))
         // The deadline covers all the work below, Redis round trips included, and is
-        // forwarded upstream so the service stops when the gateway does.
+        // forwarded upstream so the service stops when the gateway does. Every layer
+        // above calls on synchronously, so its timer starts before tonic's server arms
+        // its own for the same client deadline (after the call returns) and fires no
+        // later: the client gets the gateway's DEADLINE_EXCEEDED, not tonic's CANCELLED.
         .layer(deadline::DeadlineLayer::new(
             config.default_timeout,
             config.max_timeout,
