@@ -68,7 +68,7 @@ fn machine_busy_ticks(stat: &str) -> Option<u64> {
 }
 
 /// The CPU time spent in one target's slices.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SliceCpu {
     /// Wall seconds of the slices counted.
     pub secs: f64,
@@ -80,16 +80,24 @@ pub struct SliceCpu {
     pub machine: f64,
 }
 
+impl Default for SliceCpu {
+    /// No slices yet: nothing spent, the server's share known (zero).
+    fn default() -> Self {
+        Self {
+            secs: 0.0,
+            server: Some(0.0),
+            load: 0.0,
+            machine: 0.0,
+        }
+    }
+}
+
 impl SliceCpu {
     fn add(&mut self, secs: f64, from: Reading, to: Reading) {
         let delta = |a: u64, b: u64| b.saturating_sub(a) as f64 / TICKS_PER_SEC;
         let server = from.server.zip(to.server).map(|(a, b)| delta(a, b));
         // A slice without a server reading leaves the server's total unknown.
-        self.server = if self.secs == 0.0 {
-            server
-        } else {
-            self.server.zip(server).map(|(sum, d)| sum + d)
-        };
+        self.server = self.server.zip(server).map(|(sum, d)| sum + d);
         self.secs += secs;
         self.load += delta(from.load, to.load);
         self.machine += delta(from.machine, to.machine);
