@@ -173,11 +173,20 @@ where
     })
 }
 
+/// One generated service, boxed, for calling it in process without its listener's
+/// router (see [`Started::services`]).
+pub type LocalService = tower::util::BoxCloneSyncService<
+    tonic::codegen::http::Request<tonic::body::Body>,
+    tonic::codegen::http::Response<tonic::body::Body>,
+    std::convert::Infallible,
+>;
+
 /// One gRPC listener's routes: reflection and health are always there; services are
 /// added with [`Host::add`].
 pub struct Host {
     routes: RoutesBuilder,
     health: HealthReporter,
+    services: Vec<(&'static str, LocalService)>,
 }
 
 impl Host {
@@ -186,7 +195,11 @@ impl Host {
         let mut routes = RoutesBuilder::default();
         add_reflection(&mut routes)?;
         let health = add_health(&mut routes);
-        Ok(Self { routes, health })
+        Ok(Self {
+            routes,
+            health,
+            services: Vec::new(),
+        })
     }
 
     /// Adds a generated tonic service; each of its calls runs in its own span
@@ -195,15 +208,17 @@ impl Host {
     where
         S: tonic::codegen::Service<
                 tonic::codegen::http::Request<tonic::body::Body>,
+                Response = tonic::codegen::http::Response<tonic::body::Body>,
                 Error = std::convert::Infallible,
             > + tonic::server::NamedService
             + Clone
             + Send
             + Sync
             + 'static,
-        S::Response: axum::response::IntoResponse,
         S::Future: Send + 'static,
     {
+        self.services
+            .push((S::NAME, LocalService::new(Traced(svc.clone()))));
         self.routes.add_service(Traced(svc));
         self
     }
@@ -227,6 +242,7 @@ impl Host {
     pub fn start(self, background: Vec<tokio::task::JoinHandle<()>>) -> Started {
         Started {
             routes: self.routes.routes(),
+            services: self.services,
             background,
         }
     }
@@ -238,6 +254,7 @@ impl Host {
 /// is dropped.
 pub struct Started {
     routes: Routes,
+    services: Vec<(&'static str, LocalService)>,
     background: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -245,6 +262,14 @@ impl Started {
     /// The service's routes, for calling it in process.
     pub fn routes(&self) -> Routes {
         self.routes.clone()
+    }
+
+    /// The generated services of [`Started::routes`] by their full names, each to be
+    /// called in process without the routes' router: a caller that already routed a
+    /// call by its service name (the gateway) need not match its path again. Only
+    /// the services themselves: reflection and health are in the routes alone.
+    pub fn services(&self) -> Vec<(&'static str, LocalService)> {
+        self.services.clone()
     }
 
     /// Serves the routes on `listener` until `shutdown` resolves (then drains, see

@@ -109,6 +109,7 @@ impl Platform {
         let jwt = Some(identity.authenticator());
         let identity = identity.start().await.context("starting identity")?;
         let identity_routes = identity.routes();
+        let identity_services = identity.services();
         tasks.spawn({
             let rx = rx.clone();
             async move {
@@ -128,6 +129,7 @@ impl Platform {
         .await
         .context("starting ledger")?;
         let ledger_routes = ledger.routes();
+        let ledger_services = ledger.services();
         tasks.spawn({
             let rx = rx.clone();
             async move { ("ledger", ledger.serve(ledger_l, shutdown_signal(rx)).await) }
@@ -136,6 +138,7 @@ impl Platform {
             ferrobank_payments::Payments::new(&config.payments).context("starting payments")?;
         let payments = payments.start().await.context("starting payments")?;
         let payments_routes = payments.routes();
+        let services = [identity_services, ledger_services, payments.services()].concat();
         tasks.spawn({
             let rx = rx.clone();
             async move {
@@ -177,6 +180,7 @@ impl Platform {
                     identity: identity_routes,
                     ledger: ledger_routes,
                     payments: payments_routes,
+                    services,
                 },
             ),
             ..gateway

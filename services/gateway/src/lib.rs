@@ -88,6 +88,10 @@ pub struct InProcess {
     pub ledger: Routes,
     /// `ferrobank.payments.v1.PaymentsService`.
     pub payments: Routes,
+    /// The services of the routes above by full name, called straight by calls the
+    /// gateway routed to them (see [`ferrobank_server::Started::services`]); a service
+    /// not listed is called through its routes. Health checks always go to the routes.
+    pub services: Vec<(&'static str, ferrobank_server::LocalService)>,
 }
 
 impl std::fmt::Debug for GatewayConfig {
@@ -358,13 +362,31 @@ pub async fn serve(
     let health = ferrobank_server::add_health(&mut builder);
     let routes = builder.routes();
 
-    let upstreams: proxy::Upstreams = Arc::new([
+    let health_targets = [
         ("ferrobank.identity.v1.IdentityService", identity),
         ("ferrobank.ledger.v1.LedgerService", ledger.clone()),
         ("ferrobank.payments.v1.PaymentsService", payments),
         ("ferrobank.reporting.v1.ReportingService", ledger),
-    ]);
-    let poller = upstream_health::spawn(health, upstreams.to_vec(), config.health_interval).await;
+    ];
+    // Calls go straight to an in-process service where there is one; health checks go
+    // to the routes, which serve health.
+    let local = config
+        .in_process
+        .as_ref()
+        .map_or(&[][..], |l| &l.services[..]);
+    let upstreams: proxy::Upstreams = health_targets
+        .iter()
+        .map(|(name, upstream)| {
+            let direct = local.iter().find(|(n, _)| n == name);
+            let upstream = match direct {
+                Some((_, service)) => proxy::in_process_service(service.clone()),
+                None => upstream.clone(),
+            };
+            (*name, upstream)
+        })
+        .collect();
+    let poller =
+        upstream_health::spawn(health, health_targets.to_vec(), config.health_interval).await;
 
     let redis = match &config.redis_url {
         Some(url) => Some(Arc::new(RedisStore::new(

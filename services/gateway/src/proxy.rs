@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use ferrobank_proto::common::ErrorReason;
+use ferrobank_server::LocalService;
 use http::{Request, Response};
 use tonic::body::Body;
 use tonic::service::Routes;
@@ -37,6 +38,10 @@ pub enum Upstream {
     /// - [`ferrobank_auth::RevocationChecked`]: the token's revocation lookup, made by
     ///   the gateway a moment ago, is not repeated.
     InProcess(Routes),
+    /// In this process, one service called straight: as [`Upstream::InProcess`], without
+    /// the routes' router matching the path again after [`Dispatch`] matched its
+    /// service name.
+    Service(LocalService),
 }
 
 /// Why a call could not be handed to its upstream (the connection failed).
@@ -63,6 +68,11 @@ pub fn over_network(channel: Channel) -> Upstream {
 /// An upstream in this process (see [`Upstream::InProcess`]).
 pub fn in_process(routes: Routes) -> Upstream {
     Upstream::InProcess(routes)
+}
+
+/// One service in this process, called straight (see [`Upstream::Service`]).
+pub fn in_process_service(service: LocalService) -> Upstream {
+    Upstream::Service(service)
 }
 
 /// The request as an in-process service gets it (see [`Upstream::InProcess`]).
@@ -95,6 +105,7 @@ impl Service<Request<Body>> for Upstream {
             Upstream::InProcess(routes) => {
                 Service::<Request<Body>>::poll_ready(routes, cx).map_err(|never| match never {})
             }
+            Upstream::Service(service) => service.poll_ready(cx).map_err(|never| match never {}),
         }
     }
 
@@ -107,6 +118,12 @@ impl Service<Request<Body>> for Upstream {
             Upstream::InProcess(routes) => {
                 let fut = routes.call(for_in_process(req));
                 // Routes never fail: an unknown method is an UNIMPLEMENTED response.
+                Box::pin(
+                    async move { Ok(fut.await.unwrap_or_else(|never: Infallible| match never {})) },
+                )
+            }
+            Upstream::Service(service) => {
+                let fut = service.call(for_in_process(req));
                 Box::pin(
                     async move { Ok(fut.await.unwrap_or_else(|never: Infallible| match never {})) },
                 )

@@ -412,6 +412,7 @@ async fn in_process_upstream_gets_what_the_wire_would_carry() {
         identity: routes.clone(),
         ledger: routes.clone(),
         payments: routes,
+        services: Vec::new(),
     });
     // Unreachable URIs: every call must go in process.
     let nowhere: ferrobank_config::http_uri::Uri = "http://127.0.0.1:9".parse().expect("uri");
