@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use ferrobank_config::{LogFormat, TelemetryArgs};
@@ -22,10 +23,28 @@ pub use json_fields::JsonSpanFields;
 
 static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
 
+static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+/// Whether this process's subscriber exports spans (has an OpenTelemetry layer). Without
+/// one there is no trace to continue or pass on, so a span's W3C context is neither
+/// extracted from a caller's headers nor injected into a callee's: a `traceparent`
+/// already in the headers goes on unchanged.
+pub fn exporting_spans() -> bool {
+    EXPORTING.load(Ordering::Relaxed)
+}
+
+/// Records that the global subscriber has an OpenTelemetry layer: [`init`] does when an
+/// exporter is configured, and so must anything else that installs one (a test's
+/// in-memory exporter).
+pub fn set_exporting_spans() {
+    EXPORTING.store(true, Ordering::Relaxed);
+}
+
 /// Target of spans made for trace export only: a service's span per call
-/// ([`rpc_span`]) and a SQL statement's. The log output leaves them out, so they cost
-/// little unless an OpenTelemetry exporter is configured, and a log line inside one
-/// still carries the enclosing logged span (the gateway's call, with its request id).
+/// ([`rpc_span`]) and a SQL statement's ([`sql_span`]). They are made only while spans
+/// are exported ([`exporting_spans`]), and the log output leaves them out, so a log
+/// line inside one still carries the enclosing logged span (the gateway's call, with
+/// its request id).
 pub const EXPORT_TARGET: &str = "ferrobank::export";
 
 /// W3C trace context read from HTTP headers.
@@ -45,6 +64,10 @@ impl opentelemetry::propagation::Extractor for HeaderExtractor<'_> {
 /// gateway sends on, or a direct client's `traceparent`.
 pub fn rpc_span(path: &str, headers: &http::HeaderMap) -> tracing::Span {
     use tracing_opentelemetry::OpenTelemetrySpanExt;
+    if !exporting_spans() {
+        // Nothing would read it: the log output leaves export spans out.
+        return tracing::Span::none();
+    }
     let span = tracing::info_span!(
         target: EXPORT_TARGET,
         "rpc",
@@ -54,13 +77,16 @@ pub fn rpc_span(path: &str, headers: &http::HeaderMap) -> tracing::Span {
     );
     let parent =
         opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)));
-    // Errors only when no OpenTelemetry layer is installed: then nothing is exported.
+    // Errors only if the OpenTelemetry layer went away: then nothing is exported.
     let _ = span.set_parent(parent);
     span
 }
 
-/// The span of one SQL statement, for trace export.
+/// The span of one SQL statement, for trace export (none when spans are not exported).
 pub fn sql_span() -> tracing::Span {
+    if !exporting_spans() {
+        return tracing::Span::none();
+    }
     tracing::info_span!(
         target: EXPORT_TARGET,
         "sql",
@@ -127,10 +153,18 @@ pub fn init(args: &TelemetryArgs) -> anyhow::Result<TelemetryGuard> {
             .fmt_fields(JsonSpanFields)
             .with_writer(std::io::stderr)
             .boxed(),
-    }
-    .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
-        !(meta.is_span() && meta.target() == EXPORT_TARGET)
-    }));
+    };
+    // Export spans exist only while spans are exported (see `rpc_span`), and only then
+    // does the log output need a filter to leave them out: a per-layer filter looks the
+    // span up again on every enter, exit and close of every span.
+    let fmt = if args.otlp_endpoint.is_some() {
+        fmt.with_filter(tracing_subscriber::filter::filter_fn(|meta| {
+            !(meta.is_span() && meta.target() == EXPORT_TARGET)
+        }))
+        .boxed()
+    } else {
+        fmt
+    };
 
     let tracer_provider = match &args.otlp_endpoint {
         Some(endpoint) => {
@@ -152,6 +186,7 @@ pub fn init(args: &TelemetryArgs) -> anyhow::Result<TelemetryGuard> {
         None => None,
     };
     let otel = tracer_provider.as_ref().map(|provider| {
+        set_exporting_spans();
         opentelemetry::global::set_tracer_provider(provider.clone());
         tracing_opentelemetry::layer().with_tracer(provider.tracer("ferrobank"))
     });

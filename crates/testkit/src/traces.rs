@@ -20,5 +20,6 @@ pub fn export_spans_in_memory() -> InMemorySpanExporter {
     let subscriber = tracing_subscriber::registry()
         .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
     tracing::subscriber::set_global_default(subscriber).expect("one subscriber per process");
+    ferrobank_telemetry::set_exporting_spans();
     exporter
 }

@@ -1,6 +1,8 @@
 //! Tracing and request metrics: one span per call (method, request id, status,
 //! latency), continuing the client's W3C `traceparent` and injecting the gateway's own
-//! span context upstream, so one trace runs client → gateway → service → SQL. The span
+//! span context upstream, so one trace runs client → gateway → service → SQL. When
+//! the process exports no spans ([`ferrobank_telemetry::exporting_spans`]) there is no
+//! trace to continue: the headers pass as they came, a client's `traceparent` too. The span
 //! ends when the response's trailers arrive, which is also when the call is counted
 //! (`gateway_requests_total{method, code}`) and timed
 //! (`gateway_request_duration_seconds{method}`).
@@ -98,16 +100,18 @@ where
             rpc.method = req.uri().path(),
             request_id,
         );
-        let parent = opentelemetry::global::get_text_map_propagator(|p| {
-            p.extract(&HeaderExtractor(req.headers()))
-        });
-        // Errors only when no OpenTelemetry layer is installed: then there is no trace to
-        // continue, and the client's own traceparent goes upstream unchanged.
-        let _ = span.set_parent(parent);
-        let cx = span.context();
-        opentelemetry::global::get_text_map_propagator(|p| {
-            p.inject_context(&cx, &mut HeaderInjector(req.headers_mut()))
-        });
+        if ferrobank_telemetry::exporting_spans() {
+            let parent = opentelemetry::global::get_text_map_propagator(|p| {
+                p.extract(&HeaderExtractor(req.headers()))
+            });
+            // Errors only if the OpenTelemetry layer went away: then the client's own
+            // traceparent goes upstream unchanged, as when none is installed.
+            let _ = span.set_parent(parent);
+            let cx = span.context();
+            opentelemetry::global::get_text_map_propagator(|p| {
+                p.inject_context(&cx, &mut HeaderInjector(req.headers_mut()))
+            });
+        }
 
         let fut = self.inner.call(req).instrument(span.clone());
         Box::pin(async move {
