@@ -35,9 +35,12 @@ pub fn lazy_redis(url: &RedisUrl, timeout: Duration) -> anyhow::Result<Connectio
         .context("creating the Redis connection manager")
 }
 
-/// The revocation store.
+/// The revocation store. Cloned for every authenticated call's lookup, so its parts
+/// are shared rather than copied.
 #[derive(Clone)]
-pub struct Revocations {
+pub struct Revocations(std::sync::Arc<Store>);
+
+struct Store {
     conn: ConnectionManager,
     /// Kept to recognise another user of the same Redis (see
     /// [`RevocationLookup::command_for`]); never logged.
@@ -49,8 +52,8 @@ pub struct Revocations {
 impl std::fmt::Debug for Revocations {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Revocations")
-            .field("prefix", &self.prefix)
-            .field("timeout", &self.timeout)
+            .field("prefix", &self.0.prefix)
+            .field("timeout", &self.0.timeout)
             .finish_non_exhaustive()
     }
 }
@@ -59,27 +62,27 @@ impl Revocations {
     /// Connects lazily, so a process starts while Redis is down.
     pub fn new(url: &RedisUrl, prefix: &str, timeout: Duration) -> anyhow::Result<Self> {
         let conn = lazy_redis(url, timeout)?;
-        Ok(Self {
+        Ok(Self(std::sync::Arc::new(Store {
             conn,
             url: url.clone(),
             prefix: prefix.to_owned(),
             timeout,
-        })
+        })))
     }
 
     fn jti_key(&self, jti: Uuid) -> String {
-        format!("{}revoked:jti:{jti}", self.prefix)
+        format!("{}revoked:jti:{jti}", self.0.prefix)
     }
 
     fn sid_key(&self, sid: Uuid) -> String {
-        format!("{}revoked:sid:{sid}", self.prefix)
+        format!("{}revoked:sid:{sid}", self.0.prefix)
     }
 
     async fn bounded<T>(
         &self,
         fut: impl std::future::Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, RevocationUnavailable> {
-        match tokio::time::timeout(self.timeout, fut).await {
+        match tokio::time::timeout(self.0.timeout, fut).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(RevocationUnavailable(e.to_string())),
             Err(_) => Err(RevocationUnavailable("timed out".to_owned())),
@@ -93,7 +96,7 @@ impl Revocations {
         ttl: Duration,
     ) -> Result<(), RevocationUnavailable> {
         let ms = ttl.as_millis().max(1) as u64;
-        let mut conn = self.conn.clone();
+        let mut conn = self.0.conn.clone();
         let mut cmd = redis::cmd("SET");
         cmd.arg(self.jti_key(jti)).arg(1).arg("PX").arg(ms);
         self.bounded(cmd.query_async::<()>(&mut conn)).await
@@ -119,7 +122,7 @@ impl Revocations {
                 .arg(ms)
                 .ignore();
         }
-        let mut conn = self.conn.clone();
+        let mut conn = self.0.conn.clone();
         self.bounded(pipe.query_async::<()>(&mut conn)).await
     }
 
@@ -141,7 +144,7 @@ impl Revocations {
         sid: Option<Uuid>,
     ) -> Result<bool, RevocationUnavailable> {
         let cmd = self.exists(jti, sid);
-        let mut conn = self.conn.clone();
+        let mut conn = self.0.conn.clone();
         let n: i64 = self.bounded(cmd.query_async(&mut conn)).await?;
         Ok(n > 0)
     }
@@ -180,7 +183,7 @@ impl RevocationLookup {
     /// Redis, or there is none: then [`RevocationLookup::run`] it.
     pub fn command_for(&self, url: &RedisUrl) -> Option<redis::Cmd> {
         let store = self.store.as_ref()?;
-        (store.url.expose() == url.expose()).then(|| store.exists(self.jti, self.sid))
+        (store.0.url.expose() == url.expose()).then(|| store.exists(self.jti, self.sid))
     }
 
     /// Decides from the answer to the command of [`RevocationLookup::command_for`]:
