@@ -2,9 +2,9 @@
 //! latency), continuing the client's W3C `traceparent` and injecting the gateway's own
 //! span context upstream, so one trace runs client → gateway → service → SQL. When
 //! the process exports no spans ([`ferrobank_telemetry::exporting_spans`]) there is no
-//! trace to continue: the headers pass as they came, a client's `traceparent` too. The span
-//! ends when the response's trailers arrive, which is also when the call is counted
-//! (`gateway_requests_total{method, code}`) and timed
+//! trace to continue: the headers pass as they came, a client's `traceparent` too.
+//! The span ends when the response's trailers arrive, which is also when the call is
+//! counted (`gateway_requests_total{method, code}`) and timed
 //! (`gateway_request_duration_seconds{method}`).
 //!
 //! Logging is tuned: a finished call is logged at DEBUG unless its code means the
