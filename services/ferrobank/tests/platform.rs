@@ -130,8 +130,8 @@ async fn gateway_lists_services_and_reports_health() {
 /// Through the gateway calling the services in process (the default): sign up and log
 /// in with identity, then the returned token opens an account on the ledger; the same
 /// call without a token is UNAUTHENTICATED; an RPC that is not built yet answers
-/// UNIMPLEMENTED to an authenticated caller, and a service the gateway does not know is
-/// UNIMPLEMENTED too.
+/// UNIMPLEMENTED to an authenticated caller, and so do a method a known service does not
+/// have and a service the gateway does not know.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_from_identity_is_accepted_by_the_ledger_through_the_gateway() {
     token_scenario(GatewayUpstreams::InProcess).await;
@@ -194,6 +194,21 @@ async fn token_scenario(upstreams: GatewayUpstreams) {
         .unary::<_, (), _>(
             bearer((), &token),
             "/ferrobank.nope.v1.NopeService/Call".parse().unwrap(),
+            tonic_prost::ProstCodec::<(), ()>::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unimplemented);
+
+    // A method a known service does not have: the service itself answers (in process,
+    // the gateway calls it without its router).
+    grpc.ready().await.unwrap();
+    let status = grpc
+        .unary::<_, (), _>(
+            bearer((), &token),
+            "/ferrobank.ledger.v1.LedgerService/NoSuchMethod"
+                .parse()
+                .unwrap(),
             tonic_prost::ProstCodec::<(), ()>::default(),
         )
         .await
