@@ -21,14 +21,13 @@ use tower::{BoxError, Layer, Service, ServiceExt};
 
 use crate::layers::ResponseFuture;
 
-/// Where one service's calls go: a network channel, or the service's own routes in
-/// this process.
+/// Where one service's calls go: a network channel, or the service in this process.
 #[derive(Clone)]
 pub enum Upstream {
     /// Over the network, through `Channel`.
     Network(Channel),
-    /// In this process: the call goes straight to the service's routes, with no
-    /// connection, HTTP/2 framing or second trip through the kernel in between.
+    /// In this process: the call goes straight to the service (or to its routes), with
+    /// no connection, HTTP/2 framing or second trip through the kernel in between.
     ///
     /// The service sees what it would see over the network — method, path, headers
     /// (the caller's token, `traceparent`, `grpc-timeout`) and the body — and none of
@@ -37,11 +36,7 @@ pub enum Upstream {
     ///   where over the network it would see the gateway's;
     /// - [`ferrobank_auth::RevocationChecked`]: the token's revocation lookup, made by
     ///   the gateway a moment ago, is not repeated.
-    InProcess(Routes),
-    /// In this process, one service called straight: as [`Upstream::InProcess`], without
-    /// the routes' router matching the path again after [`Dispatch`] matched its
-    /// service name.
-    Service(LocalService),
+    InProcess(LocalService),
 }
 
 /// Why a call could not be handed to its upstream (the connection failed).
@@ -65,14 +60,16 @@ pub fn over_network(channel: Channel) -> Upstream {
     Upstream::Network(channel)
 }
 
-/// An upstream in this process (see [`Upstream::InProcess`]).
+/// An upstream in this process reached through its `routes`, which match the path
+/// again (see [`Upstream::InProcess`]).
 pub fn in_process(routes: Routes) -> Upstream {
-    Upstream::InProcess(routes)
+    Upstream::InProcess(LocalService::new(routes))
 }
 
-/// One service in this process, called straight (see [`Upstream::Service`]).
+/// One service in this process, called straight: [`Dispatch`] already matched its
+/// name, so no router matches the path again (see [`Upstream::InProcess`]).
 pub fn in_process_service(service: LocalService) -> Upstream {
-    Upstream::Service(service)
+    Upstream::InProcess(service)
 }
 
 /// The request as an in-process service gets it (see [`Upstream::InProcess`]).
@@ -102,10 +99,7 @@ impl Service<Request<Body>> for Upstream {
             Upstream::Network(channel) => channel
                 .poll_ready(cx)
                 .map_err(|err| Unreachable(err.into())),
-            Upstream::InProcess(routes) => {
-                Service::<Request<Body>>::poll_ready(routes, cx).map_err(|never| match never {})
-            }
-            Upstream::Service(service) => service.poll_ready(cx).map_err(|never| match never {}),
+            Upstream::InProcess(service) => service.poll_ready(cx).map_err(|never| match never {}),
         }
     }
 
@@ -115,15 +109,9 @@ impl Service<Request<Body>> for Upstream {
                 let fut = channel.call(req);
                 Box::pin(async move { fut.await.map_err(|err| Unreachable(err.into())) })
             }
-            Upstream::InProcess(routes) => {
-                let fut = routes.call(for_in_process(req));
-                // Routes never fail: an unknown method is an UNIMPLEMENTED response.
-                Box::pin(
-                    async move { Ok(fut.await.unwrap_or_else(|never: Infallible| match never {})) },
-                )
-            }
-            Upstream::Service(service) => {
+            Upstream::InProcess(service) => {
                 let fut = service.call(for_in_process(req));
+                // Services never fail: an unknown method is an UNIMPLEMENTED response.
                 Box::pin(
                     async move { Ok(fut.await.unwrap_or_else(|never: Infallible| match never {})) },
                 )
