@@ -20,12 +20,35 @@ use tracing_subscriber::fmt::format::Writer;
 pub struct JsonSpanFields;
 
 impl<'w> FormatFields<'w> for JsonSpanFields {
+    /// The object is built in a buffer kept per thread and written in one piece: the
+    /// span's own buffer starts empty, and three writes into it grew it three times.
     fn format_fields<R: RecordFields>(&self, mut writer: Writer<'w>, fields: R) -> fmt::Result {
-        let mut object = Object::default();
-        fields.record(&mut object);
-        writer.write_char('{')?;
-        writer.write_str(&object.buf)?;
-        writer.write_char('}')
+        thread_local! {
+            static SCRATCH: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+        }
+        SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+            Ok(mut scratch) => {
+                let mut object = Object {
+                    buf: std::mem::take(&mut *scratch),
+                };
+                object.buf.clear();
+                object.buf.push('{');
+                fields.record(&mut object);
+                object.buf.push('}');
+                let written = writer.write_str(&object.buf);
+                // A span with a huge field does not pin its size to the thread.
+                if object.buf.capacity() <= 4096 {
+                    *scratch = object.buf;
+                }
+                written
+            }
+            // A field's Debug formatting that formats a span's fields itself.
+            Err(_) => {
+                let mut object = Object::default();
+                fields.record(&mut object);
+                writer.write_str(&object.finish())
+            }
+        })
     }
 
     /// A field recorded after the span was created joins the object (a later value of
@@ -75,7 +98,7 @@ impl Object {
         if name.starts_with("otel.") {
             return false;
         }
-        if !self.buf.is_empty() {
+        if !(self.buf.is_empty() || self.buf.ends_with('{')) {
             self.buf.push(',');
         }
         push_json_str(&mut self.buf, name);
