@@ -1,6 +1,8 @@
 //! Who is calling: the `Principal` every RPC acts for, and the `Authenticator` a service
 //! uses to turn request metadata into one. Services authenticate every call themselves,
-//! even behind the gateway (defence in depth).
+//! even behind the gateway (defence in depth); only a gateway in the same process,
+//! sharing the service's own verifier, may vouch for a token it just checked
+//! ([`Vouched`]).
 //!
 //! Production services use [`JwtAuthenticator`]: access tokens (JWT, EdDSA) issued by
 //! the identity service, verified against its published keys ([`keys`], [`jwt`],
@@ -93,8 +95,7 @@ impl Principal {
 pub enum PendingCheck {
     /// Nothing is left to check.
     Done,
-    /// A token revocation lookup. Once it passed, a gateway may vouch for it with
-    /// [`RevocationChecked`].
+    /// A token revocation lookup.
     Revocation(revocation::RevocationLookup),
     /// Any other check.
     Other(std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Status>> + Send>>),
@@ -111,22 +112,51 @@ impl PendingCheck {
     }
 }
 
-/// Put in a request's extensions by a gateway in the same process (`ferrobank all`) once
-/// the request's token has passed its revocation lookup. Extensions never cross the
-/// network, so no client can set it. The service's own lookup a moment later would ask
-/// Redis the same question, so it is skipped. It covers only the exact `authorization`
-/// value it was made for; the service still verifies that token's signature, claims
-/// and expiry itself.
-#[derive(Clone, Debug)]
-pub struct RevocationChecked(pub tonic::codegen::http::HeaderValue);
+/// What [`Authenticator::authenticate_split`] found.
+pub struct Authentication {
+    /// Who the credentials name; not authenticated until `pending` has passed.
+    pub principal: Principal,
+    /// What is left to check.
+    pub pending: PendingCheck,
+    /// The authenticator's word for a service in the same process, to hand on once
+    /// `pending` has passed (never before): see [`Vouched`].
+    pub vouch: Option<Vouched>,
+}
 
-impl RevocationChecked {
-    /// Whether `extensions` vouch for the `authorization` value in `metadata`.
+/// Put in a request's extensions by a gateway in the same process (`ferrobank all`)
+/// once the request's token has passed every check of a [`JwtAuthenticator`] —
+/// signature, claims, expiry, the key still published, revocation — a moment ago.
+/// Extensions never cross the network, so no client can set one, and only this crate
+/// makes one (from [`Authenticator::authenticate_split`]).
+///
+/// A service honours it only when its own authenticator is the one that made it (a
+/// clone sharing its keys, settings and cache, as in `ferrobank all`), and only for
+/// the exact `authorization` value it was made for; it still refuses the token once
+/// expired. Then the service's own check would repeat the same steps against the same
+/// keys and answer the same, so it is skipped. Any other authenticator, another token,
+/// or no vouch: the service checks everything itself.
+#[derive(Clone, Debug)]
+pub struct Vouched {
+    authorization: tonic::codegen::http::HeaderValue,
+    verified: jwt::Verified,
+    verifier: u64,
+}
+
+impl Vouched {
+    /// Whether `extensions` hold a vouch for the `authorization` value in `metadata`,
+    /// by any authenticator.
     pub fn covers(extensions: &tonic::Extensions, metadata: &MetadataMap) -> bool {
-        match (extensions.get::<Self>(), metadata.get("authorization")) {
-            (Some(checked), Some(value)) => checked.0.as_bytes() == value.as_bytes(),
-            _ => false,
-        }
+        Self::for_token(extensions, metadata).is_some()
+    }
+
+    /// The vouch in `extensions` for the `authorization` value in `metadata`, if any.
+    fn for_token<'a>(
+        extensions: &'a tonic::Extensions,
+        metadata: &MetadataMap,
+    ) -> Option<&'a Vouched> {
+        let vouch = extensions.get::<Self>()?;
+        let value = metadata.get("authorization")?;
+        (vouch.authorization.as_bytes() == value.as_bytes()).then_some(vouch)
     }
 }
 
@@ -137,8 +167,7 @@ pub trait Authenticator: Send + Sync + 'static {
     async fn authenticate(&self, metadata: &MetadataMap) -> Result<Principal, Status>;
 
     /// [`Authenticator::authenticate`] for a request whose extensions may hold a
-    /// [`RevocationChecked`] from a gateway in the same process. The default ignores
-    /// them.
+    /// [`Vouched`] from a gateway in the same process. The default ignores them.
     async fn authenticate_request(
         &self,
         metadata: &MetadataMap,
@@ -153,13 +182,14 @@ pub trait Authenticator: Send + Sync + 'static {
     /// and the remote ones (revocation) in the returned [`PendingCheck`]. The request
     /// is authenticated only when both succeed; until the check has succeeded the
     /// principal may be used to count the call, never to act on it. The default does
-    /// everything in the first step.
-    async fn authenticate_split(
-        &self,
-        metadata: &MetadataMap,
-    ) -> Result<(Principal, PendingCheck), Status> {
+    /// everything in the first step and vouches for nothing.
+    async fn authenticate_split(&self, metadata: &MetadataMap) -> Result<Authentication, Status> {
         let principal = self.authenticate(metadata).await?;
-        Ok((principal, PendingCheck::Done))
+        Ok(Authentication {
+            principal,
+            pending: PendingCheck::Done,
+            vouch: None,
+        })
     }
 }
 

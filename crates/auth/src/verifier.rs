@@ -16,6 +16,7 @@
 //! accepts the token with a warning.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -28,7 +29,7 @@ use tonic::{Code, Status};
 use crate::jwt::{self, TokenError, Validation, Verified};
 use crate::key_source::{DEFAULT_MIN_REFETCH, GrpcJwks, KeySource};
 use crate::revocation::{RevocationLookup, Revocations};
-use crate::{Authenticator, Principal, unauthenticated};
+use crate::{Authentication, Authenticator, Principal, unauthenticated};
 
 /// The generic message of every token refusal.
 pub(crate) const REFUSED: &str = "missing or invalid credentials";
@@ -44,7 +45,13 @@ pub struct JwtAuthenticator {
     revocations: Option<Revocations>,
     fallback: RevocationFallback,
     verified: Arc<VerifiedCache>,
+    /// Shared by clones, different for every [`JwtAuthenticator::new`]: whose
+    /// [`crate::Vouched`] this authenticator honours.
+    id: u64,
 }
+
+/// The next [`JwtAuthenticator::id`].
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// Tokens whose signature and claims checked out, by their exact text.
 #[derive(Default)]
@@ -102,6 +109,7 @@ impl JwtAuthenticator {
             revocations,
             fallback,
             verified: Arc::default(),
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         }
     }
 
@@ -145,19 +153,37 @@ impl JwtAuthenticator {
         self.verify_token(Self::bearer(metadata)?).await
     }
 
-    /// [`JwtAuthenticator::verify_metadata`], skipping the revocation lookup when a
-    /// gateway in this process already made it for this exact token
-    /// ([`crate::RevocationChecked`]).
+    /// [`JwtAuthenticator::verify_metadata`], or the [`crate::Vouched`] of a gateway in
+    /// this process for this exact token, made by this authenticator or a clone of it,
+    /// while the token is unexpired.
     pub async fn verify_request(
         &self,
         metadata: &MetadataMap,
         extensions: &tonic::Extensions,
     ) -> Result<Verified, Status> {
-        let verified = self.verify_signed(Self::bearer(metadata)?).await?;
-        if !crate::RevocationChecked::covers(extensions, metadata) {
-            self.revocation_check(&verified).run().await?;
+        match self.vouched(metadata, extensions)? {
+            Some(verified) => Ok(verified.clone()),
+            None => self.verify_metadata(metadata).await,
         }
-        Ok(verified)
+    }
+
+    /// The token verified by this authenticator's own vouch in `extensions`, if there
+    /// is one for this token; expired, it is refused as on every other path.
+    fn vouched<'a>(
+        &self,
+        metadata: &MetadataMap,
+        extensions: &'a tonic::Extensions,
+    ) -> Result<Option<&'a Verified>, Status> {
+        match crate::Vouched::for_token(extensions, metadata) {
+            Some(vouch) if vouch.verifier == self.id => {
+                let verified = &vouch.verified;
+                if unix_now() > verified.exp.saturating_add(self.validation.leeway_secs) {
+                    return Err(refused(TokenError::Expired));
+                }
+                Ok(Some(verified))
+            }
+            _ => Ok(None),
+        }
     }
 
     /// Verifies one token: signature, claims, then revocation.
@@ -270,18 +296,28 @@ impl Authenticator for JwtAuthenticator {
         metadata: &MetadataMap,
         extensions: &tonic::Extensions,
     ) -> Result<Principal, Status> {
-        self.verify_request(metadata, extensions)
-            .await
-            .map(|v| v.principal)
+        match self.vouched(metadata, extensions)? {
+            Some(verified) => Ok(verified.principal.clone()),
+            None => self.verify_metadata(metadata).await.map(|v| v.principal),
+        }
     }
 
-    async fn authenticate_split(
-        &self,
-        metadata: &MetadataMap,
-    ) -> Result<(Principal, crate::PendingCheck), Status> {
+    async fn authenticate_split(&self, metadata: &MetadataMap) -> Result<Authentication, Status> {
         let verified = self.verify_signed(Self::bearer(metadata)?).await?;
-        let check = crate::PendingCheck::Revocation(self.revocation_check(&verified));
-        Ok((verified.principal, check))
+        let pending = crate::PendingCheck::Revocation(self.revocation_check(&verified));
+        let headers: &tonic::codegen::http::HeaderMap = metadata.as_ref();
+        let vouch = headers
+            .get(tonic::codegen::http::header::AUTHORIZATION)
+            .map(|authorization| crate::Vouched {
+                authorization: authorization.clone(),
+                verified: verified.clone(),
+                verifier: self.id,
+            });
+        Ok(Authentication {
+            principal: verified.principal,
+            pending,
+            vouch,
+        })
     }
 }
 
@@ -320,52 +356,67 @@ mod tests {
         JwtAuthenticator::new(validation(), keys, None, RevocationFallback::Open)
     }
 
-    /// A gateway's [`crate::RevocationChecked`] for the exact token skips the lookup
-    /// (here no store exists and the fallback is Closed, so any lookup refuses); one
-    /// made for another token, or none, does not; the signature is verified either way.
+    /// A vouch of this authenticator (or a clone) for the exact token stands in for
+    /// the whole check (here no store exists and the fallback is Closed, so any
+    /// lookup refuses); one for another token, one by another authenticator with the
+    /// same keys, or none, does not; a vouched token still expires.
     #[tokio::test]
-    async fn a_gateway_check_for_this_exact_token_skips_the_lookup() {
+    async fn only_its_own_vouch_for_this_exact_token_skips_the_check() {
         let key = PrivateKey::generate();
-        let v = JwtAuthenticator::new(
-            validation(),
-            Arc::new(LocalKeys::new(vec![key.public()])),
-            None,
-            RevocationFallback::Closed,
-        );
+        let keys = Arc::new(LocalKeys::new(vec![key.public()]));
+        let v = JwtAuthenticator::new(validation(), keys.clone(), None, RevocationFallback::Closed);
+        let stranger = JwtAuthenticator::new(validation(), keys, None, RevocationFallback::Open);
         let (t, other) = (token(&key), token(&key));
-        let mut metadata = MetadataMap::new();
-        let bearer = format!("Bearer {t}");
-        metadata.insert("authorization", bearer.parse().unwrap());
-        let vouch = |value: &str| {
+        let metadata = |token: &str| {
+            let mut metadata = MetadataMap::new();
+            metadata.insert("authorization", format!("Bearer {token}").parse().unwrap());
+            metadata
+        };
+        async fn vouch(by: &JwtAuthenticator, metadata: &MetadataMap) -> tonic::Extensions {
+            let split = by.authenticate_split(metadata).await.unwrap();
             let mut extensions = tonic::Extensions::new();
-            extensions.insert(crate::RevocationChecked(value.parse().unwrap()));
+            extensions.insert(split.vouch.expect("a vouch"));
             extensions
+        }
+        let refused = async |extensions: &tonic::Extensions| {
+            let result = v.authenticate_request(&metadata(&t), extensions).await;
+            result.unwrap_err().code()
         };
 
-        let none = v
-            .authenticate_request(&metadata, &tonic::Extensions::new())
-            .await
-            .unwrap_err();
-        assert_eq!(none.code(), Code::Unavailable);
-        let wrong = v
-            .authenticate_request(&metadata, &vouch(&format!("Bearer {other}")))
-            .await
-            .unwrap_err();
-        assert_eq!(wrong.code(), Code::Unavailable);
-        let principal = v
-            .authenticate_request(&metadata, &vouch(&bearer))
-            .await
-            .unwrap();
+        assert_eq!(refused(&tonic::Extensions::new()).await, Code::Unavailable);
+        let for_other = vouch(&v, &metadata(&other)).await;
+        assert_eq!(refused(&for_other).await, Code::Unavailable);
+        let by_stranger = vouch(&stranger, &metadata(&t)).await;
+        assert_eq!(refused(&by_stranger).await, Code::Unavailable);
+        let own = vouch(&v.clone(), &metadata(&t)).await;
+        assert!(crate::Vouched::covers(&own, &metadata(&t)));
+        assert!(!crate::Vouched::covers(&own, &metadata(&other)));
+        let principal = v.authenticate_request(&metadata(&t), &own).await.unwrap();
         assert_eq!(principal.role, crate::Role::Customer);
+        let verified = v.verify_request(&metadata(&t), &own).await.unwrap();
+        assert_eq!(verified.principal, principal);
 
-        let forged = format!("Bearer {}x", &t[..t.len() - 1]);
-        let mut metadata = MetadataMap::new();
-        metadata.insert("authorization", forged.parse().unwrap());
+        // A forged token gets no vouch: the signature is checked first.
+        let forged = format!("{}x", &t[..t.len() - 1]);
         let err = v
-            .authenticate_request(&metadata, &vouch(&forged))
+            .authenticate_split(&metadata(&forged))
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(err.code(), Code::Unauthenticated);
+
+        let mut expired = own.clone();
+        let mut stale = expired.remove::<crate::Vouched>().unwrap();
+        stale.verified.exp = unix_now() - 60;
+        expired.insert(stale);
+        let err = v
+            .authenticate_request(&metadata(&t), &expired)
             .await
             .unwrap_err();
-        assert_eq!(err.code(), Code::Unauthenticated);
+        assert_eq!(
+            status::reason(&err).as_deref(),
+            Some("ERROR_REASON_TOKEN_EXPIRED")
+        );
     }
 
     /// A verified token is remembered; a one-byte change to it is not served from the

@@ -34,8 +34,8 @@ pub enum Upstream {
     /// the gateway's own request extensions, with two exceptions:
     /// - the client's connection info: the service learns the real client address,
     ///   where over the network it would see the gateway's;
-    /// - [`ferrobank_auth::RevocationChecked`]: the token's revocation lookup, made by
-    ///   the gateway a moment ago, is not repeated.
+    /// - [`ferrobank_auth::Vouched`]: the token's checks, made by the gateway a moment
+    ///   ago with the service's own verifier, are not repeated.
     InProcess(LocalService),
 }
 
@@ -76,9 +76,7 @@ pub fn in_process_service(service: LocalService) -> Upstream {
 fn for_in_process(req: Request<Body>) -> Request<Body> {
     let (mut parts, body) = req.into_parts();
     let connection = parts.extensions.remove::<TcpConnectInfo>();
-    let checked = parts
-        .extensions
-        .remove::<ferrobank_auth::RevocationChecked>();
+    let checked = parts.extensions.remove::<ferrobank_auth::Vouched>();
     parts.extensions = http::Extensions::new();
     if let Some(connection) = connection {
         parts.extensions.insert(connection);

@@ -367,46 +367,85 @@ async fn one_trace_spans_gateway_and_service() {
     );
 }
 
-/// The dev-header authenticator with a revocation lookup, as `JwtAuthenticator` makes
-/// (no store, failing open: it always passes).
-struct RevocationCheckingDev;
+/// Verifies a bearer token with a real `JwtAuthenticator` (its keys in process, no
+/// revocation store, failing open) when the call has one, else trusts the dev header.
+struct TokenOrDev {
+    jwt: ferrobank_auth::JwtAuthenticator,
+    key: ferrobank_auth::keys::PrivateKey,
+}
+
+impl TokenOrDev {
+    fn new() -> Self {
+        let key = ferrobank_auth::keys::PrivateKey::generate();
+        let jwt = ferrobank_auth::JwtAuthenticator::new(
+            ferrobank_auth::jwt::Validation {
+                issuer: "iss".into(),
+                audience: "aud".into(),
+                leeway_secs: 5,
+            },
+            std::sync::Arc::new(ferrobank_auth::key_source::LocalKeys::new(vec![
+                key.public(),
+            ])),
+            None,
+            ferrobank_config::RevocationFallback::Open,
+        );
+        Self { jwt, key }
+    }
+
+    /// A valid token for `user`.
+    fn token(&self, user: Uuid) -> String {
+        let now = ferrobank_auth::unix_now();
+        ferrobank_auth::jwt::sign(
+            &ferrobank_auth::jwt::Claims {
+                iss: "iss".into(),
+                aud: "aud".into(),
+                sub: user.to_string(),
+                role: "customer".into(),
+                sid: Some(Uuid::new_v4().to_string()),
+                jti: Uuid::new_v4().to_string(),
+                iat: now,
+                nbf: Some(now),
+                exp: now + 600,
+            },
+            &self.key,
+        )
+    }
+}
 
 #[tonic::async_trait]
-impl ferrobank_auth::Authenticator for RevocationCheckingDev {
+impl ferrobank_auth::Authenticator for TokenOrDev {
     async fn authenticate(
         &self,
         metadata: &tonic::metadata::MetadataMap,
     ) -> Result<ferrobank_auth::Principal, tonic::Status> {
-        ferrobank_auth::DevHeaderAuthenticator
-            .authenticate(metadata)
-            .await
+        Ok(self.authenticate_split(metadata).await?.principal)
     }
 
     async fn authenticate_split(
         &self,
         metadata: &tonic::metadata::MetadataMap,
-    ) -> Result<(ferrobank_auth::Principal, ferrobank_auth::PendingCheck), tonic::Status> {
-        let principal = self.authenticate(metadata).await?;
-        let lookup = ferrobank_auth::revocation::RevocationLookup::new(
-            None,
-            Uuid::new_v4(),
-            None,
-            ferrobank_config::RevocationFallback::Open,
-        );
-        Ok((principal, ferrobank_auth::PendingCheck::Revocation(lookup)))
+    ) -> Result<ferrobank_auth::Authentication, tonic::Status> {
+        if metadata.get("authorization").is_some() {
+            self.jwt.authenticate_split(metadata).await
+        } else {
+            ferrobank_auth::DevHeaderAuthenticator
+                .authenticate_split(metadata)
+                .await
+        }
     }
 }
 
 /// A gateway calling its upstream in process (as in `ferrobank all`) forwards what a
 /// network hop would — request id, credentials, deadline, trace context — and none of
-/// its own request state but its revocation check of the caller's token; every layer
+/// its own request state but its verifier's vouch for the caller's token; every layer
 /// still applies (an idempotent replay does not
 /// reach the service again), and a method the service does not have is UNIMPLEMENTED.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_process_upstream_gets_what_the_wire_would_carry() {
     let upstream = Upstream::start().await;
     let mut cfg = config(upstream.addr).await;
-    cfg.auth = std::sync::Arc::new(RevocationCheckingDev);
+    let auth = std::sync::Arc::new(TokenOrDev::new());
+    cfg.auth = auth.clone();
     let routes = upstream.routes();
     cfg.in_process = Some(ferrobank_gateway::InProcess {
         identity: routes.clone(),
@@ -435,26 +474,31 @@ async fn in_process_upstream_gets_what_the_wire_would_carry() {
     assert!(header(&response, "echo-traceparent").contains(trace_id));
     assert_eq!(header(&response, "echo-gateway-state"), "");
     assert_eq!(header(&response, "x-ratelimit-limit"), "200");
-    // No token, nothing vouched; with one, the gateway's revocation check is handed on
-    // for exactly that token.
-    assert_eq!(header(&response, "echo-revocation-checked"), "");
+    // No token, nothing vouched; with one, the verifier's vouch is handed on for
+    // exactly that token.
+    assert_eq!(header(&response, "echo-vouched"), "");
+    let token = auth.token(user);
     let with_token = || {
         let mut request = get_account(user);
         request
             .metadata_mut()
-            .insert("authorization", "Bearer opaque".parse().expect("ascii"));
+            .remove(ferrobank_auth::DEV_PRINCIPAL_HEADER);
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {token}").parse().expect("ascii"),
+        );
         request
     };
     let response = client.get_account(with_token()).await.expect("call");
-    assert_eq!(header(&response, "echo-revocation-checked"), "vouched");
-    // An authenticator that makes no revocation lookup vouches for nothing.
+    assert_eq!(header(&response, "echo-vouched"), "vouched");
+    // An authenticator that verifies no tokens vouches for nothing.
     let response = unchecked
         .ledger()
         .await
-        .get_account(with_token())
+        .get_account(get_account(user))
         .await
         .expect("call");
-    assert_eq!(header(&response, "echo-revocation-checked"), "");
+    assert_eq!(header(&response, "echo-vouched"), "");
 
     let key = Uuid::new_v4().to_string();
     let first = client
@@ -497,20 +541,24 @@ impl ferrobank_auth::Authenticator for RevokedEverywhere {
         &self,
         metadata: &tonic::metadata::MetadataMap,
     ) -> Result<ferrobank_auth::Principal, tonic::Status> {
-        let (_, check) = self.authenticate_split(metadata).await?;
-        check.run().await?;
+        let split = self.authenticate_split(metadata).await?;
+        split.pending.run().await?;
         unreachable!("the check always fails")
     }
 
     async fn authenticate_split(
         &self,
         metadata: &tonic::metadata::MetadataMap,
-    ) -> Result<(ferrobank_auth::Principal, ferrobank_auth::PendingCheck), tonic::Status> {
+    ) -> Result<ferrobank_auth::Authentication, tonic::Status> {
         let principal = ferrobank_auth::DevHeaderAuthenticator
             .authenticate(metadata)
             .await?;
         let revoked = Box::pin(async { Err(tonic::Status::unauthenticated("revoked")) });
-        Ok((principal, ferrobank_auth::PendingCheck::Other(revoked)))
+        Ok(ferrobank_auth::Authentication {
+            principal,
+            pending: ferrobank_auth::PendingCheck::Other(revoked),
+            vouch: None,
+        })
     }
 }
 
@@ -714,8 +762,8 @@ async fn request_ids_credentials_and_unknown_services() {
     assert_eq!(header(&response, "x-request-id"), "client-id-7");
     assert_eq!(header(&response, "echo-x-request-id"), "client-id-7");
     assert_eq!(header(&response, "echo-authorization"), "Bearer opaque");
-    // Over the network the gateway's revocation check cannot vouch for anything.
-    assert_eq!(header(&response, "echo-revocation-checked"), "");
+    // Over the network the gateway cannot vouch for anything.
+    assert_eq!(header(&response, "echo-vouched"), "");
 
     let anonymous = client
         .get_account(ferrobank_proto::ledger::GetAccountRequest::default())

@@ -7,14 +7,17 @@
 //! together with the caller's rate-limit decision when the layer is given the limits.
 //!
 //! The original `authorization` (and dev-principal) metadata is forwarded unchanged:
-//! services verify the token again themselves (defence in depth); the gateway asserts
-//! nothing on their behalf.
+//! a service across the network verifies the token again itself (defence in depth);
+//! the gateway asserts nothing on its behalf. In `ferrobank all` the gateway and the
+//! services share one verifier, and its [`ferrobank_auth::Vouched`] for the token goes
+//! along in the request's extensions: the service takes it instead of repeating the
+//! same checks against the same keys.
 
 use std::fmt;
 use std::net::IpAddr;
 use std::task::{Context, Poll};
 
-use ferrobank_auth::{PendingCheck, SharedAuthenticator};
+use ferrobank_auth::{Authentication, SharedAuthenticator};
 use tonic::metadata::MetadataMap;
 use tonic::transport::server::TcpConnectInfo;
 use tower::{Layer, Service};
@@ -134,34 +137,34 @@ where
             let metadata = MetadataMap::from_headers(std::mem::take(req.headers_mut()));
             let verdict = authenticator.authenticate_split(&metadata).await;
             *req.headers_mut() = metadata.into_headers();
-            let (principal, revocation) = match verdict {
+            let Authentication {
+                principal,
+                pending,
+                vouch,
+            } = match verdict {
                 Ok(verdict) => verdict,
                 Err(status) => return Ok(refuse(status)),
             };
             let caller = Caller::User(principal.user_id);
-            // For a service in this process, once it passed: this token's revocation
-            // lookup is done (extensions never reach a service over the network).
-            let vouch = matches!(revocation, PendingCheck::Revocation(_))
-                .then(|| req.headers().get(http::header::AUTHORIZATION).cloned())
-                .flatten()
-                .map(ferrobank_auth::RevocationChecked);
             // The signature is good, so the call may be counted against the caller
             // while the revocation lookup runs; nothing below runs until it passes.
             let checked = match &limits {
                 Some(limits) => {
                     let (checked, prefetched) = limits
-                        .check_and_prefetch(caller, req.uri().path(), revocation)
+                        .check_and_prefetch(caller, req.uri().path(), pending)
                         .await;
                     if let Some(prefetched) = prefetched {
                         req.extensions_mut().insert(prefetched);
                     }
                     checked
                 }
-                None => revocation.run().await,
+                None => pending.run().await,
             };
             match checked {
                 Ok(()) => {
                     req.extensions_mut().insert(caller);
+                    // For a service in this process (extensions never cross the
+                    // network), now that every check passed.
                     if let Some(vouch) = vouch {
                         req.extensions_mut().insert(vouch);
                     }

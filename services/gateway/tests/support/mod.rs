@@ -56,10 +56,10 @@ impl TestLedger {
                 .metadata_mut()
                 .insert("echo-gateway-state", "leaked".parse().expect("ascii"));
         }
-        if ferrobank_auth::RevocationChecked::covers(request.extensions(), request.metadata()) {
+        if ferrobank_auth::Vouched::covers(request.extensions(), request.metadata()) {
             response
                 .metadata_mut()
-                .insert("echo-revocation-checked", "vouched".parse().expect("ascii"));
+                .insert("echo-vouched", "vouched".parse().expect("ascii"));
         }
         for name in ECHOED {
             if let Some(value) = request.metadata().get(name) {
