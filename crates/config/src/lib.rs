@@ -536,14 +536,14 @@ pub struct GatewayArgs {
     /// Most rate-limit admissions a gateway takes from Redis at once for a caller whose
     /// calls keep coming, and hands out without asking again (capped at an eighth of
     /// the class's burst); 1 asks Redis on every call.
-    #[arg(long, env = "FERROBANK_GATEWAY_RATE_BATCH_MAX", default_value_t = 8)]
+    #[arg(long, env = "FERROBANK_GATEWAY_RATE_BATCH_MAX", default_value_t = 32)]
     pub gateway_rate_batch_max: u32,
     /// Milliseconds admissions taken ahead wait for the caller's calls before they
     /// expire unused (they stay spent in the shared bucket).
     #[arg(
         long,
         env = "FERROBANK_GATEWAY_RATE_BATCH_HOLD_MS",
-        default_value_t = 100
+        default_value_t = 500
     )]
     pub gateway_rate_batch_hold_ms: u64,
     /// Hours a stored idempotent response is replayed.

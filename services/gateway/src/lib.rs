@@ -136,8 +136,8 @@ impl GatewayConfig {
             max_message_bytes: 4 * 1024 * 1024,
             rates: [Rate::new(6000, 200), Rate::new(1200, 50), Rate::new(30, 10)],
             rate_batching: Batching {
-                max: 8,
-                hold: Duration::from_millis(100),
+                max: 32,
+                hold: Duration::from_millis(500),
             },
             idempotency_ttl: Duration::from_secs(24 * 3600),
             cors_origins: Vec::new(),
