@@ -131,6 +131,28 @@ fn static_targets(filter: &str) -> Option<Targets> {
     directives.join(",").parse().ok()
 }
 
+/// The JSON log output: one object per line, the event's fields flattened into it,
+/// the current span's fields under `span` ([`JsonSpanFields`]), written to `writer`.
+pub fn json_log_layer<S, W>(
+    writer: W,
+) -> tracing_subscriber::fmt::Layer<
+    S,
+    JsonSpanFields,
+    tracing_subscriber::fmt::format::Format<tracing_subscriber::fmt::format::Json>,
+    W,
+>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + 'static,
+{
+    tracing_subscriber::fmt::layer()
+        .json()
+        .flatten_event(true)
+        .with_current_span(true)
+        .fmt_fields(JsonSpanFields)
+        .with_writer(writer)
+}
+
 /// Installs the global subscriber and metrics recorder. Call once, from `main`.
 pub fn init(args: &TelemetryArgs) -> anyhow::Result<TelemetryGuard> {
     let (static_filter, env_filter) = match static_targets(&args.log_filter) {
@@ -146,13 +168,7 @@ pub fn init(args: &TelemetryArgs) -> anyhow::Result<TelemetryGuard> {
         LogFormat::Pretty => tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
             .boxed(),
-        LogFormat::Json => tracing_subscriber::fmt::layer()
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .fmt_fields(JsonSpanFields)
-            .with_writer(std::io::stderr)
-            .boxed(),
+        LogFormat::Json => json_log_layer(std::io::stderr).boxed(),
     };
     // Export spans exist only while spans are exported (see `rpc_span`), and only then
     // does the log output need a filter to leave them out: a per-layer filter looks the

@@ -15,7 +15,7 @@ mod proxy;
 mod traces;
 
 pub use proxy::TcpProxy;
-pub use traces::export_spans_in_memory;
+pub use traces::{LogLines, capture_json_logs, export_spans_in_memory};
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};

@@ -1,4 +1,7 @@
-//! Spans a test can look at: OpenTelemetry export into memory.
+//! Spans and logs a test can look at: OpenTelemetry export into memory, and the JSON
+//! log lines.
+
+use std::sync::{Arc, Mutex};
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
@@ -22,4 +25,43 @@ pub fn export_spans_in_memory() -> InMemorySpanExporter {
     tracing::subscriber::set_global_default(subscriber).expect("one subscriber per process");
     ferrobank_telemetry::set_exporting_spans();
     exporter
+}
+
+/// The JSON log lines a test process wrote, as `ferrobank_telemetry::json_log_layer`
+/// writes them in production.
+#[derive(Clone, Default)]
+pub struct LogLines(Arc<Mutex<Vec<u8>>>);
+
+impl LogLines {
+    /// Every line so far, parsed.
+    pub fn lines(&self) -> Vec<serde_json::Value> {
+        let bytes = self.0.lock().expect("log lines").clone();
+        String::from_utf8(bytes)
+            .expect("utf-8 log output")
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("one JSON object per line"))
+            .collect()
+    }
+}
+
+impl std::io::Write for LogLines {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log lines").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Installs, for the whole test process, a global subscriber that logs every event
+/// (all levels) as production's JSON output does, into the returned [`LogLines`].
+/// Once per process, like [`export_spans_in_memory`].
+pub fn capture_json_logs() -> LogLines {
+    let lines = LogLines::default();
+    let writer = lines.clone();
+    let subscriber = tracing_subscriber::registry()
+        .with(ferrobank_telemetry::json_log_layer(move || writer.clone()));
+    tracing::subscriber::set_global_default(subscriber).expect("one subscriber per process");
+    lines
 }

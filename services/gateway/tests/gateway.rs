@@ -737,6 +737,49 @@ async fn revoked_session_scenario(
     assert_eq!(upstream.transfers(), 2);
 }
 
+/// What is logged while a call runs — in the layers below the call's span, here the
+/// auth layer's refusal, and the call's own last line — carries the call's span with
+/// its method and request id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lines_logged_during_a_call_carry_its_request_id() {
+    let logs = ferrobank_testkit::capture_json_logs();
+    let upstream = Upstream::start().await;
+    let gateway = Gateway::start(config(upstream.addr).await).await;
+    let mut request = tonic::Request::new(ferrobank_proto::ledger::GetAccountRequest::default());
+    request
+        .metadata_mut()
+        .insert("x-request-id", "log-me-7".parse().expect("ascii"));
+    let status = gateway
+        .ledger()
+        .await
+        .get_account(request)
+        .await
+        .expect_err("no credentials");
+    assert_eq!(status.code(), Code::Unauthenticated);
+
+    let lines = logs.lines();
+    let logged = |message: &str| {
+        lines
+            .iter()
+            .find(|line| line["message"] == message)
+            .unwrap_or_else(|| panic!("no line {message:?} in {lines:#?}"))
+            .clone()
+    };
+    for line in [
+        logged("request refused: unauthenticated"),
+        logged("call finished"),
+    ] {
+        let span = &line["span"];
+        assert_eq!(span["name"], "grpc", "{line}");
+        assert_eq!(span["request_id"], "log-me-7", "{line}");
+        assert_eq!(
+            span["rpc.method"], "/ferrobank.ledger.v1.LedgerService/GetAccount",
+            "{line}"
+        );
+    }
+    assert_eq!(logged("call finished")["code"], "UNAUTHENTICATED");
+}
+
 /// Identity and plumbing at the door: request ids are minted or echoed and reach the
 /// service, credentials are forwarded unchanged, a call without them is
 /// UNAUTHENTICATED, an unknown service UNIMPLEMENTED, and the default deadline goes
