@@ -16,6 +16,7 @@
 //! re-parses and re-writes the span's stored fields, which cost more per call than the
 //! rest of this layer together.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -27,11 +28,11 @@ use opentelemetry::propagation::Injector;
 use tonic::Code;
 use tonic::body::Body;
 use tower::{Layer, Service};
-use tracing::{Instrument, Span};
+use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::request_id::X_REQUEST_ID;
-use super::{BoxError, GrpcRequest, GrpcResponse, ResponseFuture};
+use super::{BoxError, GrpcRequest, GrpcResponse};
 use crate::methods::{self, MethodInfo, code_name};
 
 /// Adds [`Trace`].
@@ -74,12 +75,12 @@ pub fn grpc_status(map: &HeaderMap) -> Option<Code> {
 impl<S> Service<GrpcRequest> for Trace<S>
 where
     S: Service<GrpcRequest, Response = GrpcResponse> + Clone + Send + 'static,
-    S::Future: Send + 'static,
+    S::Future: Unpin + Send + 'static,
     S::Error: Into<BoxError>,
 {
     type Response = GrpcResponse;
     type Error = BoxError;
-    type Future = ResponseFuture;
+    type Future = TraceFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -113,26 +114,69 @@ where
             });
         }
 
-        let fut = self.inner.call(req).instrument(span.clone());
-        Box::pin(async move {
-            let response = fut.await.map_err(Into::into)?;
-            let done = Done {
+        TraceFuture {
+            inner: Some(self.inner.call(req)),
+            done: Some(Done {
                 span,
                 method,
                 start,
-            };
-            if let Some(code) = grpc_status(response.headers()) {
-                // Trailers-only: the call is over.
-                done.finish(code);
-                return Ok(response);
-            }
-            Ok(response.map(|inner| {
-                Body::new(TraceBody {
-                    inner,
-                    done: Some(done),
-                })
-            }))
-        })
+            }),
+        }
+    }
+}
+
+/// The call's future in its span: entered while it is polled, so the layers below and
+/// a service in this process log with the call's request id. Unlike
+/// `tracing::Instrumented` it owns the span alone, and drops the finished call's
+/// future during the last poll, while the span is entered anyway, rather than
+/// entering it once more to drop it.
+pub struct TraceFuture<F> {
+    inner: Option<F>,
+    done: Option<Done>,
+}
+
+impl<F, E> Future for TraceFuture<F>
+where
+    F: Future<Output = Result<GrpcResponse, E>> + Unpin,
+    E: Into<BoxError>,
+{
+    type Output = Result<GrpcResponse, BoxError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let (Some(inner), Some(done)) = (this.inner.as_mut(), this.done.as_ref()) else {
+            panic!("TraceFuture polled after it finished");
+        };
+        let entered = done.span.enter();
+        let Poll::Ready(result) = Pin::new(inner).poll(cx) else {
+            return Poll::Pending;
+        };
+        this.inner = None;
+        drop(entered);
+        let response = result.map_err(Into::into)?;
+        let done = this.done.take().expect("checked above");
+        if let Some(code) = grpc_status(response.headers()) {
+            // Trailers-only: the call is over.
+            done.finish(code);
+            return Poll::Ready(Ok(response));
+        }
+        Poll::Ready(Ok(response.map(|inner| {
+            Body::new(TraceBody {
+                inner,
+                done: Some(done),
+            })
+        })))
+    }
+}
+
+impl<F> Drop for TraceFuture<F> {
+    fn drop(&mut self) {
+        // A call given up before it finished (the client went away): its future is
+        // dropped in the span, as it ran.
+        if let (Some(inner), Some(done)) = (self.inner.take(), self.done.as_ref()) {
+            let _entered = done.span.enter();
+            drop(inner);
+        }
     }
 }
 
