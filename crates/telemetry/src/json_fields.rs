@@ -165,7 +165,7 @@ impl Visit for Object {
 }
 
 /// `s` as a JSON string literal. Runs that need no escape are copied whole.
-fn push_json_str(out: &mut String, s: &str) {
+pub(crate) fn push_json_str(out: &mut String, s: &str) {
     out.reserve(s.len() + 2);
     out.push('"');
     let mut start = 0;

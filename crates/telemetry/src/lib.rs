@@ -17,8 +17,10 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
+mod call_scope;
 mod json_fields;
 
+pub use call_scope::{CallScope, WithCallScope, call_scopes, set_call_scopes};
 pub use json_fields::JsonSpanFields;
 
 static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -132,24 +134,28 @@ fn static_targets(filter: &str) -> Option<Targets> {
 }
 
 /// The JSON log output: one object per line, the event's fields flattened into it,
-/// the current span's fields under `span` ([`JsonSpanFields`]), written to `writer`.
+/// the current span's fields under `span` ([`JsonSpanFields`]), or else the thread's
+/// current [`CallScope`] ([`WithCallScope`]), written to `writer`.
 pub fn json_log_layer<S, W>(
     writer: W,
 ) -> tracing_subscriber::fmt::Layer<
     S,
     JsonSpanFields,
-    tracing_subscriber::fmt::format::Format<tracing_subscriber::fmt::format::Json>,
+    WithCallScope<tracing_subscriber::fmt::format::Format<tracing_subscriber::fmt::format::Json>>,
     W,
 >
 where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + 'static,
 {
-    tracing_subscriber::fmt::layer()
+    let format = tracing_subscriber::fmt::format()
         .json()
         .flatten_event(true)
-        .with_current_span(true)
+        .with_current_span(true);
+    tracing_subscriber::fmt::layer()
+        .with_ansi(false)
         .fmt_fields(JsonSpanFields)
+        .event_format(WithCallScope(format))
         .with_writer(writer)
 }
 
@@ -168,7 +174,10 @@ pub fn init(args: &TelemetryArgs) -> anyhow::Result<TelemetryGuard> {
         LogFormat::Pretty => tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
             .boxed(),
-        LogFormat::Json => json_log_layer(std::io::stderr).boxed(),
+        LogFormat::Json => {
+            set_call_scopes();
+            json_log_layer(std::io::stderr).boxed()
+        }
     };
     // Export spans exist only while spans are exported (see `rpc_span`), and only then
     // does the log output need a filter to leave them out: a per-layer filter looks the

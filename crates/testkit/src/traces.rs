@@ -55,13 +55,18 @@ impl std::io::Write for LogLines {
 }
 
 /// Installs, for the whole test process, a global subscriber that logs every event
-/// (all levels) as production's JSON output does, into the returned [`LogLines`].
-/// Once per process, like [`export_spans_in_memory`].
-pub fn capture_json_logs() -> LogLines {
+/// (all levels) as production's JSON output does, into the returned [`LogLines`];
+/// with `call_scopes`, a call's log context may be a `CallScope` rather than a span,
+/// as in production ([`ferrobank_telemetry::call_scopes`]). Once per process, like
+/// [`export_spans_in_memory`].
+pub fn capture_json_logs(call_scopes: bool) -> LogLines {
     let lines = LogLines::default();
     let writer = lines.clone();
     let subscriber = tracing_subscriber::registry()
         .with(ferrobank_telemetry::json_log_layer(move || writer.clone()));
     tracing::subscriber::set_global_default(subscriber).expect("one subscriber per process");
+    if call_scopes {
+        ferrobank_telemetry::set_call_scopes();
+    }
     lines
 }

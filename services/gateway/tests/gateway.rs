@@ -739,10 +739,22 @@ async fn revoked_session_scenario(
 
 /// What is logged while a call runs — in the layers below the call's span, here the
 /// auth layer's refusal, and the call's own last line — carries the call's span with
-/// its method and request id.
+/// its method and request id: a call scope, as with production's JSON logs when no
+/// spans are exported...
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lines_logged_during_a_call_carry_its_request_id() {
-    let logs = ferrobank_testkit::capture_json_logs();
+    lines_logged_during_a_call_scenario(true).await;
+}
+
+/// ... or a real span, as with pretty logs or span export.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lines_logged_during_a_call_carry_its_span() {
+    lines_logged_during_a_call_scenario(false).await;
+}
+
+async fn lines_logged_during_a_call_scenario(call_scopes: bool) {
+    let logs = ferrobank_testkit::capture_json_logs(call_scopes);
+    assert_eq!(ferrobank_telemetry::call_scopes(), call_scopes);
     let upstream = Upstream::start().await;
     let gateway = Gateway::start(config(upstream.addr).await).await;
     let mut request = tonic::Request::new(ferrobank_proto::ledger::GetAccountRequest::default());

@@ -7,6 +7,13 @@
 //! counted (`gateway_requests_total{method, code}`) and timed
 //! (`gateway_request_duration_seconds{method}`).
 //!
+//! Lines logged during the call — by the layers below, by a service in this process,
+//! and the call's own last line — are logged in its span, so they carry its method
+//! and request id. With JSON logs and no span export, the span's only reader, that is
+//! all a span would do, and a [`CallScope`] does it for less: the lines carry the same
+//! `span` object, and no `tracing` span is made
+//! ([`ferrobank_telemetry::call_scopes`]).
+//!
 //! Logging is tuned: a finished call is logged at DEBUG unless its code means the
 //! platform failed (INTERNAL, UNKNOWN, DATA_LOSS, UNAVAILABLE, DEADLINE_EXCEEDED),
 //! which is a WARN — client mistakes never reach ERROR. That event carries the code and
@@ -16,11 +23,13 @@
 //! re-parses and re-writes the span's stored fields, which cost more per call than the
 //! rest of this layer together.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use ferrobank_telemetry::CallScope;
 use ferrobank_telemetry::HeaderExtractor;
 use http::HeaderMap;
 use http_body::{Body as HttpBody, Frame, SizeHint};
@@ -89,38 +98,80 @@ where
     fn call(&mut self, mut req: GrpcRequest) -> Self::Future {
         let start = Instant::now();
         let method = methods::lookup(req.uri().path());
-        let request_id = req
-            .headers()
-            .get(&X_REQUEST_ID)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        let span = tracing::info_span!(
-            "grpc",
-            otel.name = method.path,
-            otel.kind = "server",
-            rpc.method = req.uri().path(),
-            request_id,
-        );
-        if ferrobank_telemetry::exporting_spans() {
-            let parent = opentelemetry::global::get_text_map_propagator(|p| {
-                p.extract(&HeaderExtractor(req.headers()))
-            });
-            // Errors only if the OpenTelemetry layer went away: then the client's own
-            // traceparent goes upstream unchanged, as when none is installed.
-            let _ = span.set_parent(parent);
-            let cx = span.context();
-            opentelemetry::global::get_text_map_propagator(|p| {
-                p.inject_context(&cx, &mut HeaderInjector(req.headers_mut()))
-            });
-        }
-
+        let scope = if ferrobank_telemetry::call_scopes() {
+            Scope::Call(call_scope(method, &req))
+        } else {
+            Scope::Span(span(method, &mut req))
+        };
         TraceFuture {
             inner: Some(self.inner.call(req)),
             done: Some(Done {
-                span,
+                scope,
                 method,
                 start,
             }),
+        }
+    }
+}
+
+/// The call's context for the JSON log output, when that is all a span would serve
+/// (see [`ferrobank_telemetry::CallScope`]).
+fn call_scope(method: &'static MethodInfo, req: &GrpcRequest) -> CallScope {
+    let path = req.uri().path();
+    let path = if method.path == path {
+        Cow::Borrowed(method.path)
+    } else {
+        Cow::Owned(path.to_owned())
+    };
+    let request_id = req
+        .headers()
+        .get(&X_REQUEST_ID)
+        .cloned()
+        .unwrap_or_else(|| http::HeaderValue::from_static(""));
+    CallScope::new("grpc", path, request_id)
+}
+
+/// The call's span, continuing the client's trace and passed on upstream when spans
+/// are exported.
+fn span(method: &'static MethodInfo, req: &mut GrpcRequest) -> Span {
+    let request_id = req
+        .headers()
+        .get(&X_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let span = tracing::info_span!(
+        "grpc",
+        otel.name = method.path,
+        otel.kind = "server",
+        rpc.method = req.uri().path(),
+        request_id,
+    );
+    if ferrobank_telemetry::exporting_spans() {
+        let parent = opentelemetry::global::get_text_map_propagator(|p| {
+            p.extract(&HeaderExtractor(req.headers()))
+        });
+        // Errors only if the OpenTelemetry layer went away: then the client's own
+        // traceparent goes upstream unchanged, as when none is installed.
+        let _ = span.set_parent(parent);
+        let cx = span.context();
+        opentelemetry::global::get_text_map_propagator(|p| {
+            p.inject_context(&cx, &mut HeaderInjector(req.headers_mut()))
+        });
+    }
+    span
+}
+
+/// What lines logged during the call are logged in.
+enum Scope {
+    Span(Span),
+    Call(CallScope),
+}
+
+impl Scope {
+    fn in_scope<R>(&self, f: impl FnOnce() -> R) -> R {
+        match self {
+            Scope::Span(span) => span.in_scope(f),
+            Scope::Call(scope) => scope.in_scope(f),
         }
     }
 }
@@ -143,18 +194,24 @@ where
     type Output = Result<GrpcResponse, BoxError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = &mut *self;
-        let (Some(inner), Some(done)) = (this.inner.as_mut(), this.done.as_ref()) else {
+        let TraceFuture { inner, done } = &mut *self;
+        let Some(scope) = done.as_ref().map(|done| &done.scope) else {
             panic!("TraceFuture polled after it finished");
         };
-        let entered = done.span.enter();
-        let Poll::Ready(result) = Pin::new(inner).poll(cx) else {
+        let Poll::Ready(result) = scope.in_scope(|| {
+            let polled = match inner.as_mut() {
+                Some(fut) => Pin::new(fut).poll(cx),
+                None => panic!("TraceFuture polled after it finished"),
+            };
+            if polled.is_ready() {
+                *inner = None;
+            }
+            polled
+        }) else {
             return Poll::Pending;
         };
-        this.inner = None;
-        drop(entered);
         let response = result.map_err(Into::into)?;
-        let done = this.done.take().expect("checked above");
+        let done = self.done.take().expect("checked above");
         if let Some(code) = grpc_status(response.headers()) {
             // Trailers-only: the call is over.
             done.finish(code);
@@ -174,14 +231,13 @@ impl<F> Drop for TraceFuture<F> {
         // A call given up before it finished (the client went away): its future is
         // dropped in the span, as it ran.
         if let (Some(inner), Some(done)) = (self.inner.take(), self.done.as_ref()) {
-            let _entered = done.span.enter();
-            drop(inner);
+            done.scope.in_scope(|| drop(inner));
         }
     }
 }
 
 struct Done {
-    span: Span,
+    scope: Scope,
     method: &'static MethodInfo,
     start: Instant,
 }
@@ -192,33 +248,29 @@ impl Done {
         let name = code_name(code);
         self.method.count(code);
         self.method.observe(elapsed.as_secs_f64());
-        // A no-op unless an OpenTelemetry layer is installed.
-        self.span.set_attribute("rpc.grpc.status_code", code as i64);
-        match code {
+        let failed = matches!(
+            code,
             Code::Internal
-            | Code::Unknown
-            | Code::DataLoss
-            | Code::Unavailable
-            | Code::DeadlineExceeded => {
-                self.span
-                    .set_status(opentelemetry::trace::Status::error(name));
-                let _entered = self.span.enter();
-                tracing::warn!(
-                    code = name,
-                    latency_ms = elapsed.as_millis() as u64,
-                    "call failed"
-                )
+                | Code::Unknown
+                | Code::DataLoss
+                | Code::Unavailable
+                | Code::DeadlineExceeded
+        );
+        if let Scope::Span(span) = &self.scope {
+            // A no-op unless an OpenTelemetry layer is installed.
+            span.set_attribute("rpc.grpc.status_code", code as i64);
+            if failed {
+                span.set_status(opentelemetry::trace::Status::error(name));
             }
+        }
+        let latency_ms = elapsed.as_millis() as u64;
+        if failed {
+            self.scope
+                .in_scope(|| tracing::warn!(code = name, latency_ms, "call failed"));
+        } else if tracing::enabled!(tracing::Level::DEBUG) {
             // Entering the span costs more than the rest of this; only for a line.
-            _ if tracing::enabled!(tracing::Level::DEBUG) => {
-                let _entered = self.span.enter();
-                tracing::debug!(
-                    code = name,
-                    latency_ms = elapsed.as_millis() as u64,
-                    "call finished"
-                )
-            }
-            _ => {}
+            self.scope
+                .in_scope(|| tracing::debug!(code = name, latency_ms, "call finished"));
         }
     }
 }
