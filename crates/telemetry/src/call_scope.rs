@@ -133,24 +133,10 @@ where
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
-
     use tracing_subscriber::layer::SubscriberExt;
 
     use super::*;
-
-    #[derive(Clone, Default)]
-    struct Lines(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Lines {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().expect("lock").extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::test_lines::Lines;
 
     /// A line logged in a call scope carries it as its span, escaped; a line outside
     /// has none; a real span, when one is current, wins; the scope before comes back.
@@ -180,7 +166,7 @@ mod tests {
             });
             tracing::info!("after");
         });
-        let text = String::from_utf8(lines.0.lock().expect("lock").clone()).expect("utf-8");
+        let text = lines.text();
         let lines: Vec<serde_json::Value> = text
             .lines()
             .map(|line| serde_json::from_str(line).expect("a JSON line"))

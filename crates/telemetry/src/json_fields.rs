@@ -194,24 +194,10 @@ pub(crate) fn push_json_str(out: &mut String, s: &str) {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
-
     use tracing_subscriber::layer::SubscriberExt;
 
     use super::*;
-
-    #[derive(Clone, Default)]
-    struct Lines(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Lines {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().expect("lock").extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::test_lines::Lines;
 
     /// A log line inside a span carries the span's fields as JSON the reader can
     /// parse — strings escaped, numbers as numbers, `%` and `?` values as strings, a
@@ -220,14 +206,8 @@ mod tests {
     fn span_fields_are_json_without_otel_fields() {
         let lines = Lines::default();
         let writer = lines.clone();
-        let subscriber = tracing_subscriber::registry().with(
-            tracing_subscriber::fmt::layer()
-                .json()
-                .flatten_event(true)
-                .with_current_span(true)
-                .fmt_fields(JsonSpanFields)
-                .with_writer(move || writer.clone()),
-        );
+        let subscriber =
+            tracing_subscriber::registry().with(crate::json_log_layer(move || writer.clone()));
         tracing::subscriber::with_default(subscriber, || {
             let span = tracing::info_span!(
                 "grpc",
@@ -245,7 +225,7 @@ mod tests {
             let _entered = span.enter();
             tracing::warn!("inside");
         });
-        let text = String::from_utf8(lines.0.lock().expect("lock").clone()).expect("utf-8");
+        let text = lines.text();
         let line: serde_json::Value = serde_json::from_str(text.trim()).expect("one JSON line");
         let span = &line["span"];
         assert_eq!(span["name"], "grpc");

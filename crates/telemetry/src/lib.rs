@@ -19,6 +19,8 @@ use tracing_subscriber::{EnvFilter, Layer};
 
 mod call_scope;
 mod json_fields;
+#[cfg(test)]
+mod test_lines;
 
 pub use call_scope::{CallScope, WithCallScope, call_scopes, set_call_scopes};
 pub use json_fields::JsonSpanFields;
