@@ -176,8 +176,8 @@ impl Scope {
     }
 }
 
-/// The call's future in its span: entered while it is polled, so the layers below and
-/// a service in this process log with the call's request id. Unlike
+/// The call's future in its span (or call scope): entered while it is polled, so the
+/// layers below and a service in this process log with the call's request id. Unlike
 /// `tracing::Instrumented` it owns the span alone, and drops the finished call's
 /// future during the last poll, while the span is entered anyway, rather than
 /// entering it once more to drop it.
