@@ -135,11 +135,22 @@ pub struct Authentication {
 /// expired. Then the service's own check would repeat the same steps against the same
 /// keys and answer the same, so it is skipped. Any other authenticator, another token,
 /// or no vouch: the service checks everything itself.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Vouched {
     authorization: tonic::codegen::http::HeaderValue,
     verified: jwt::Verified,
     verifier: u64,
+}
+
+/// Never shows the token it was made for.
+impl fmt::Debug for Vouched {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Vouched")
+            .field("principal", &self.verified.principal)
+            .field("exp", &self.verified.exp)
+            .field("verifier", &self.verifier)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Vouched {

@@ -390,6 +390,8 @@ mod tests {
         assert_eq!(refused(&by_stranger).await, Code::Unavailable);
         let own = vouch(&v.clone(), &metadata(&t)).await;
         assert!(crate::Vouched::covers(&own, &metadata(&t)));
+        let shown = format!("{:?}", own.get::<crate::Vouched>().unwrap());
+        assert!(!shown.contains(&t[t.len() - 20..]), "{shown}");
         assert!(!crate::Vouched::covers(&own, &metadata(&other)));
         let principal = v.authenticate_request(&metadata(&t), &own).await.unwrap();
         assert_eq!(principal.role, crate::Role::Customer);
